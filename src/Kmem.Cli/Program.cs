@@ -1,0 +1,6 @@
+namespace Kmem.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args) => 0;
+}
