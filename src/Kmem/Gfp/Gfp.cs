@@ -1,12 +1,37 @@
 namespace Kmem;
 
 /// <summary>
-/// GFP ("get free pages") flags with Linux 6.x bit values (include/linux/gfp_types.h).
+/// GFP ("get free pages") flags with Linux 6.18 bit values (include/linux/gfp_types.h).
 /// Bits are grouped as Linux groups them: zone modifiers (which zones may satisfy the request),
 /// mobility (which migratetype the pages belong to), watermark modifiers (which reserves may be used),
 /// reclaim modifiers (may the allocator sleep, start I/O, call into filesystems), and action modifiers.
 /// The composite "types" at the end are what kernel code actually passes.
 /// </summary>
+/// <remarks>
+/// <para><b>Configuration-dependent bits.</b> Since Linux 6.8 the bit numbers after __GFP_ZEROTAGS (bit 23) are
+/// allocated by an enum whose members exist only under some configs: __GFP_SKIP_ZERO and __GFP_SKIP_KASAN
+/// (CONFIG_KASAN_HW_TAGS, arm64 MTE only), __GFP_NOLOCKDEP (CONFIG_LOCKDEP), __GFP_NO_OBJ_EXT
+/// (CONFIG_SLAB_OBJ_EXT, selected by MEMCG or MEM_ALLOC_PROFILING). A flag whose config is off is defined as 0.
+/// kmem models the traced x86-64 kernel (see shared/README.md): no KASAN_HW_TAGS, no LOCKDEP, SLAB_OBJ_EXT on.
+/// So __GFP_SKIP_ZERO, __GFP_SKIP_KASAN and __GFP_NOLOCKDEP are 0 and have no member here (a zero-valued
+/// member would alias <see cref="None"/>), GFP_HIGHUSER_MOVABLE's __GFP_SKIP_KASAN term vanishes, and
+/// __GFP_NO_OBJ_EXT takes the first free bit, 24. __GFP_BITS_SHIFT (___GFP_LAST_BIT) is therefore 25.</para>
+/// <para><b>Composite types at a glance</b> (what each lets the allocator do):</para>
+/// <code>
+/// type                  sleep  I/O  FS   kswapd  reserves (watermark check, see GfpExt.Reserve)
+/// GFP_ATOMIC            no     -    -    wake    __GFP_HIGH + non-blocking: min/2 - min/8; order>0 may use HIGHATOMIC blocks
+/// GFP_NOWAIT            no     -    -    wake    none below min (non-blocking: HIGHATOMIC blocks count as free)
+/// GFP_NOIO              yes    no   no   wake    none
+/// GFP_NOFS              yes    yes  no   wake    none
+/// GFP_KERNEL            yes    yes  yes  wake    none
+/// GFP_USER              yes    yes  yes  wake    none (cpuset hardwall enforced)
+/// GFP_HIGHUSER_MOVABLE  yes    yes  yes  wake    none; may use HIGHMEM/MOVABLE zones, MIGRATE_MOVABLE
+/// GFP_TRANSHUGE_LIGHT   no     -    -    no      none (__GFP_NOMEMALLOC); fails fast, caller falls back to small pages
+/// GFP_TRANSHUGE         yes    yes  yes  no      none (__GFP_NOMEMALLOC); khugepaged may reclaim/compact directly
+/// </code>
+/// <para>I/O and FS only matter when the caller may sleep: without __GFP_DIRECT_RECLAIM no reclaim runs in the
+/// caller's context, which is why the "-" entries above are irrelevant rather than "no".</para>
+/// </remarks>
 [Flags]
 public enum Gfp : uint
 {
@@ -68,6 +93,12 @@ public enum Gfp : uint
     Account = 0x400000,
     /// <summary>__GFP_ZEROTAGS: zero memory tags together with the memory (arm64 MTE).</summary>
     ZeroTags = 0x800000,
+    /// <summary>
+    /// __GFP_NO_OBJ_EXT: the slab gets no object-extension vector (used when allocating that vector itself, to
+    /// stop recursion). Bit 24 only because SKIP_ZERO/SKIP_KASAN/NOLOCKDEP are configured out (see remarks).
+    /// ftrace's name table has no entry for it, so it prints as the leftover <c>0x1000000</c>.
+    /// </summary>
+    NoObjExt = 0x1000000,
 
     /// <summary>__GFP_RECLAIM: both reclaim bits.</summary>
     Reclaim = DirectReclaim | KswapdReclaim,
@@ -79,7 +110,11 @@ public enum Gfp : uint
     Kernel = Reclaim | Io | Fs,
     /// <summary>GFP_KERNEL_ACCOUNT: GFP_KERNEL charged to the memory cgroup.</summary>
     KernelAccount = Kernel | Account,
-    /// <summary>GFP_NOWAIT: cannot sleep and gets no reserve; wakes kswapd; expected to fail, so no warning.</summary>
+    /// <summary>
+    /// GFP_NOWAIT: cannot sleep and gets no reserve below min; wakes kswapd. Recent kernels (2025, including the
+    /// traced 6.18) include __GFP_NOWARN because failure is expected and must not print a report; older kernels
+    /// defined it as __GFP_KSWAPD_RECLAIM alone, so old traces print <c>GFP_NOWAIT|__GFP_NOWARN</c> for this value.
+    /// </summary>
     NoWait = KswapdReclaim | NoWarn,
     /// <summary>GFP_NOIO: may sleep and reclaim, but start no I/O (block-layer paths).</summary>
     NoIo = Reclaim,
@@ -93,10 +128,13 @@ public enum Gfp : uint
     GfpDma32 = Dma32,
     /// <summary>GFP_HIGHUSER: user pages that may live in HIGHMEM.</summary>
     HighUser = User | HighMem,
-    /// <summary>GFP_HIGHUSER_MOVABLE: user pages that may live in HIGHMEM and can be migrated (demand paging).</summary>
+    /// <summary>
+    /// GFP_HIGHUSER_MOVABLE: user pages that may live in HIGHMEM and can be migrated (demand paging, page cache).
+    /// Linux also ORs in __GFP_SKIP_KASAN, which is 0 without CONFIG_KASAN_HW_TAGS.
+    /// </summary>
     HighUserMovable = HighUser | Movable,
-    /// <summary>GFP_TRANSHUGE_LIGHT: a transparent huge page attempt that never reclaims.</summary>
+    /// <summary>GFP_TRANSHUGE_LIGHT: a transparent huge page attempt that never reclaims, nor wakes kswapd (page-fault path).</summary>
     TransHugeLight = (HighUserMovable | Comp | NoMemAlloc | NoWarn) & ~Reclaim,
-    /// <summary>GFP_TRANSHUGE: a transparent huge page attempt that may reclaim directly.</summary>
+    /// <summary>GFP_TRANSHUGE: a transparent huge page attempt that may reclaim and compact directly, but does not wake kswapd (khugepaged).</summary>
     TransHuge = TransHugeLight | DirectReclaim,
 }
