@@ -3,7 +3,7 @@ namespace Kmem;
 /// <summary>
 /// Linux's <c>enum zone_type</c>, as a fixed superset. Linux numbers zones per configuration
 /// (x86_64: DMA, DMA32, NORMAL, MOVABLE, DEVICE; x86_32: DMA, NORMAL, HIGHMEM, MOVABLE); kmem keeps one
-/// numbering and lets each profile say which zones it has (a <see cref="ZoneSet"/>). Views print only the profile's zones.
+/// numbering and lets each <c>ArchProfile</c> say which zones it has. Views print only the profile's zones.
 /// </summary>
 public enum ZoneType : byte
 {
