@@ -8,10 +8,16 @@ namespace Kmem;
 /// </summary>
 public class KmemException : Exception
 {
-    /// <summary>An error whose report is just its message.</summary>
+    /// <summary>An error whose report is <paramref name="message"/>; the one-line message is its first line.</summary>
     public KmemException(string message)
-        : this(message, message)
+        : this(FirstLine(message), message)
     {
+    }
+
+    private static string FirstLine(string s)
+    {
+        int nl = s.IndexOf('\n');
+        return nl < 0 ? s : s[..nl];
     }
 
     /// <summary>An error with a one-line <paramref name="message"/> and a Linux-style <paramref name="report"/>.</summary>

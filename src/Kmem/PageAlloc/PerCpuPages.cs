@@ -1,0 +1,68 @@
+using System.Runtime.CompilerServices;
+
+namespace Kmem.PageAlloc;
+
+/// <summary>
+/// One CPU's page cache for one zone (Linux's <c>struct per_cpu_pages</c>): LIFO lists of free blocks of order
+/// 0..PAGE_ALLOC_COSTLY_ORDER per PCP migratetype, refilled from and drained to the buddy lists in batches so that
+/// most allocations and frees never take the zone lock.
+/// </summary>
+/// <remarks>
+/// Locking: <see cref="TryLock"/> is a try-lock, as Linux's pcp_spin_trylock. A thread that finds it taken (another
+/// thread running on the same CPU number, or a drain) does not wait: it goes to the zone's buddy lists instead.
+/// Under the lock: <see cref="Count"/>, the list heads and tails, and the Next/Prev/OnPcp fields of the pages on them.
+/// High and batch are written only at boot (kmem does not retune pcp->high dynamically, see <see cref="Zone"/>).
+/// </remarks>
+public sealed class PerCpuPages
+{
+    /// <summary>PAGE_ALLOC_COSTLY_ORDER: orders above it are never cached per CPU.</summary>
+    public const int CostlyOrder = 3;
+    /// <summary>MIGRATE_PCPTYPES.</summary>
+    public const int PcpTypes = 3;
+    public const int Lists = (CostlyOrder + 1) * PcpTypes;
+
+    private int _lock;
+    public int Cpu { get; }
+    /// <summary>Pages (not blocks) on all lists.</summary>
+    public int Count;
+    public int High;
+    public int Batch;
+    public int HighMin;
+    public int HighMax;
+    internal readonly int[] Head = new int[Lists];
+    internal readonly int[] Tail = new int[Lists];
+
+    public PerCpuPages(int cpu)
+    {
+        Cpu = cpu;
+        Array.Fill(Head, PageFrame.None);
+        Array.Fill(Tail, PageFrame.None);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int ListIndex(int order, MigrateType mt) => order * PcpTypes + (int)mt;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryLock() => Interlocked.CompareExchange(ref _lock, 1, 0) == 0;
+
+    /// <summary>Wait for the lock (drains only: they must not skip a CPU).</summary>
+    public void Lock()
+    {
+        var spin = new SpinWait();
+        while (!TryLock()) spin.SpinOnce();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Unlock() => Volatile.Write(ref _lock, 0);
+
+    /// <summary>Blocks on one list (for views and tests; take the lock or accept a racy answer).</summary>
+    public int ListLength(int list, Physical.MemMap map)
+    {
+        int n = 0;
+        unsafe
+        {
+            for (int p = Head[list]; p != PageFrame.None; p = map.PfnToPage(p)->Next) n++;
+        }
+        return n;
+    }
+}
