@@ -45,6 +45,7 @@ public sealed class Machine : IDisposable
         {
             MemMap = new MemMap(Physical);
             Pages = new PageAllocator(config, Layout, Physical, MemMap, Log, Stat);
+            // Subsystems attach here, in dependency order (each owns its native memory; see Own()).
         }
         catch
         {
