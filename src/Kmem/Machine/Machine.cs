@@ -1,6 +1,7 @@
 using Kmem.Diagnostics;
 using Kmem.PageAlloc;
 using Kmem.Physical;
+using Kmem.Slab;
 
 namespace Kmem;
 
@@ -27,6 +28,8 @@ public sealed class Machine : IDisposable
     public PageAllocator Pages { get; }
     public KernelLog Log { get; } = new();
     public VmStat Stat { get; }
+    /// <summary>The slab allocator: object caches and kmalloc.</summary>
+    public SlabAllocator Slab { get; }
 
     /// <summary>Swap space, in pages, once a swap device is attached (SwapTotal/SwapFree in meminfo).</summary>
     public long SwapTotalPages { get; set; }
@@ -46,6 +49,7 @@ public sealed class Machine : IDisposable
             MemMap = new MemMap(Physical);
             Pages = new PageAllocator(config, Layout, Physical, MemMap, Log, Stat);
             // Subsystems attach here, in dependency order (each owns its native memory; see Own()).
+            Slab = Own(new SlabAllocator(this));
         }
         catch
         {

@@ -16,6 +16,7 @@ public static class ProcViews
         ["pagetypeinfo"] = Pagetypeinfo,
         ["zoneinfo"] = Zoneinfo,
         ["meminfo"] = Meminfo,
+        ["slabinfo"] = m => m.Slab.SlabInfo(),
     };
 
     private static readonly string[] s_migratetypeNames = ["Unmovable", "Movable", "Reclaimable", "HighAtomic", "Isolate"];

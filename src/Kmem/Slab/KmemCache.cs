@@ -1,0 +1,979 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text;
+using Kmem.Diagnostics;
+using Kmem.PageAlloc;
+using Kmem.Physical;
+
+namespace Kmem.Slab;
+
+/// <summary>One CPU's view of a cache (Linux's <c>struct kmem_cache_cpu</c>), 64 bytes in native memory.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 64)]
+internal struct KmemCacheCpu
+{
+    /// <summary>First free object of the CPU slab that only this CPU may take (host address), or 0.</summary>
+    [FieldOffset(0)] public nint Freelist;
+    /// <summary>The per-CPU lock: 0 free, 1 held (see <see cref="KmemCache"/> design, section 4).</summary>
+    [FieldOffset(8)] public int Lock;
+    /// <summary>PFN of the CPU slab (frozen), or -1.</summary>
+    [FieldOffset(12)] public int Slab;
+    /// <summary>PFN of the first slab on the CPU partial list (linked through PageFrame.Next), or -1.</summary>
+    [FieldOffset(16)] public int Partial;
+    /// <summary>Slabs on the CPU partial list.</summary>
+    [FieldOffset(20)] public int PartialSlabs;
+    /// <summary>Objects handed out / taken back on this CPU's locked paths (leak accounting).</summary>
+    [FieldOffset(24)] public long Allocs;
+    [FieldOffset(32)] public long Frees;
+}
+
+/// <summary>
+/// A SLUB object cache (<c>struct kmem_cache</c>). Create it with <see cref="SlabAllocator.CreateCache"/>; the
+/// design statement is on <see cref="SlabAllocator"/>. The instance is the lifetime root; everything the hot paths
+/// touch is in readonly fields or in native per-CPU structs.
+/// </summary>
+public sealed unsafe class KmemCache
+{
+    // Slab state bits kept in PageFrame.Mapping of a slab's head page (Linux: PG_workingset for "on node partial").
+    internal const nint OnNodePartial = 1, OnCpuPartial = 2, RcuPending = 4;
+
+    private readonly SlabAllocator _owner;
+    private readonly MemMap _map;
+    private readonly PageAllocator _pages;
+    private readonly int _nrCpus;
+    private KmemCacheCpu* _cpu;
+
+    // Hot, immutable after create (merging can grow ObjectSize/Inuse within Size, never the layout).
+    private readonly int _size;
+    private readonly int _offset;
+    private readonly int _objects;
+    private readonly int _order;
+    private readonly int _bias;            // red_left_pad: object = slot + bias
+    private readonly int _slabBytes;
+    private readonly ulong _divisible;     // Lemire: n % size == 0  <=>  n * _divisible <= _divisible - 1
+    private readonly nint _random;         // freelist pointer hardening key (s->random)
+    private readonly bool _debug;          // red zone / poison / store user: write the metadata
+    private readonly bool _hasCpuPartial;
+    private readonly Gfp _allocFlags;
+    private readonly VmItem _statItem;
+
+    // Node (one node): list_lock and what it protects.
+    private int _listLock;
+    private int _partialHead = PageFrame.None;
+    private int _partialTail = PageFrame.None;
+    private int _nrPartial;
+    private long _nrSlabs;                 // atomic
+    private long _totalObjects;            // atomic
+    private long _slowFrees;               // atomic: frees that went through __slab_free
+    private int _rcuHead = PageFrame.None; // slabs waiting for a grace period, linked through Next; under list_lock
+
+    internal KmemCache(SlabAllocator owner, int id, string name, SlabGeometry g, SlabFlags flags, Action<nint>? ctor, int userSize)
+    {
+        _owner = owner;
+        _map = owner.MemMap;
+        _pages = owner.Pages;
+        _nrCpus = owner.CpuCount;
+        Id = id;
+        Name = name;
+        Geometry = g;
+        Flags = flags;
+        Ctor = ctor;
+        UserSize = userSize;
+        ObjectSize = g.ObjectSize;
+        Inuse = g.Inuse;
+        _size = g.Size;
+        _offset = g.Offset;
+        _objects = g.Objects;
+        _order = g.Order;
+        _bias = g.RedLeftPad;
+        _slabBytes = g.SlabBytes;
+        _divisible = ulong.MaxValue / (ulong)g.Size + 1;
+        _random = (nint)Random.Shared.NextInt64() | 1;
+        _debug = (flags & SlabFlags.DebugMetadata) != 0;
+        _hasCpuPartial = g.CpuPartial != 0;
+        _allocFlags = Gfp.Comp
+            | ((flags & SlabFlags.CacheDma) != 0 ? Gfp.Dma : 0)
+            | ((flags & SlabFlags.CacheDma32) != 0 ? Gfp.Dma32 : 0)
+            | ((flags & SlabFlags.ReclaimAccount) != 0 ? Gfp.Reclaimable : 0);
+        _statItem = (flags & SlabFlags.ReclaimAccount) != 0 ? VmItem.NrSlabReclaimable : VmItem.NrSlabUnreclaimable;
+        Refcount = 1;
+        _cpu = (KmemCacheCpu*)NativeMemory.AlignedAlloc((nuint)(_nrCpus * sizeof(KmemCacheCpu)), 64);
+        for (int c = 0; c < _nrCpus; c++)
+            _cpu[c] = new KmemCacheCpu { Slab = PageFrame.None, Partial = PageFrame.None };
+    }
+
+    /// <summary>Index in the allocator's cache table (PageFrame.SlabCache of this cache's slabs).</summary>
+    public int Id { get; }
+    public string Name { get; }
+    public SlabFlags Flags { get; }
+    public SlabGeometry Geometry { get; }
+    public Action<nint>? Ctor { get; }
+    /// <summary>Hardened-usercopy region size (kmalloc caches: the whole object); non-zero makes a cache unmergeable.</summary>
+    public int UserSize { get; }
+    /// <summary>s->object_size (grows when a larger cache merges into this one).</summary>
+    public int ObjectSize { get; internal set; }
+    /// <summary>s->inuse.</summary>
+    public int Inuse { get; internal set; }
+    /// <summary>s->size: the slot, what slabinfo prints as objsize.</summary>
+    public int Size => _size;
+    public int Order => _order;
+    public int ObjectsPerSlab => _objects;
+    /// <summary>s->refcount: 1 + caches merged into this one; -1 while it must not be a merge target.</summary>
+    public int Refcount { get; internal set; }
+    /// <summary>Names of caches created as aliases of this one (find_mergeable), in creation order.</summary>
+    public List<string> Aliases { get; } = new();
+    internal bool Destroyed;
+
+    /// <summary>kmem_cache_size: the object size callers may use.</summary>
+    public int KmemCacheSize => ObjectSize;
+
+    // =====================================================================================================
+    // Freelist pointers (CONFIG_SLAB_FREELIST_HARDENED: ptr ^ s->random ^ swab(address of the pointer))
+    // =====================================================================================================
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private nint GetFreePointer(nint obj)
+    {
+        nint at = obj + _offset;
+        return *(nint*)at ^ _random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)at);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void SetFreePointer(nint obj, nint next)
+    {
+        nint at = obj + _offset;
+        *(nint*)at = next ^ _random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)at);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private nint SlabBase(PageFrame* slab) => (nint)_map.PageAddress(slab);
+
+    // =====================================================================================================
+    // Allocation
+    // =====================================================================================================
+
+    /// <summary>kmem_cache_alloc: an object, or null when the page allocator fails.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void* Alloc(Gfp gfp)
+    {
+        KmemCacheCpu* c = _cpu + Cpu.Current(_nrCpus);
+        if (Interlocked.CompareExchange(ref c->Lock, 1, 0) == 0)
+        {
+            nint obj = c->Freelist;
+            if (obj != 0 && !_debug)
+            {
+                c->Freelist = GetFreePointer(obj);
+                *(nint*)(obj + _offset) = 0; // a live object never looks free (see IsLikelyFree)
+                c->Allocs++;
+                Volatile.Write(ref c->Lock, 0);
+                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
+                return (void*)obj;
+            }
+            return AllocSlowLocked(c, gfp);
+        }
+        return AllocContended(gfp);
+    }
+
+    /// <summary>kmem_cache_zalloc.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void* Zalloc(Gfp gfp) => Alloc(gfp | Gfp.Zero);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* AllocContended(Gfp gfp)
+    {
+        KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
+        return AllocSlowLocked(c, gfp);
+    }
+
+    /// <summary>___slab_alloc with the CPU lock held; returns with it released.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* AllocSlowLocked(KmemCacheCpu* c, Gfp gfp)
+    {
+        nint obj = RefillLocked(ref c, gfp);
+        if (obj == 0)
+        {
+            Volatile.Write(ref c->Lock, 0);
+            return null;
+        }
+        c->Freelist = GetFreePointer(obj);
+        *(nint*)(obj + _offset) = 0;
+        c->Allocs++;
+        Volatile.Write(ref c->Lock, 0);
+        if (_debug) DebugOnAlloc(obj);
+        if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
+        return (void*)obj;
+    }
+
+    /// <summary>
+    /// Make c->freelist non-empty (CPU lock held on entry and exit; <paramref name="c"/> may change if the lock had to be
+    /// dropped to allocate a slab). Returns the first free object, or 0 when no memory.
+    /// </summary>
+    private nint RefillLocked(ref KmemCacheCpu* c, Gfp gfp)
+    {
+        if (c->Freelist != 0) return c->Freelist;
+        // 1. Objects freed remotely into the CPU slab (get_freelist). If none, the slab is full: it leaves the CPU
+        //    unfrozen and on no list, as deactivate_slab does with a full slab.
+        if (c->Slab != PageFrame.None)
+        {
+            PageFrame* slab = _map.PfnToPage(c->Slab);
+            SlabLock(slab);
+            nint fl = slab->Freelist;
+            slab->Freelist = 0;
+            slab->Inuse = (ushort)_objects;
+            if (fl == 0) slab->Frozen = false;
+            SlabUnlock(slab);
+            if (fl != 0) return c->Freelist = fl;
+            c->Slab = PageFrame.None;
+        }
+        // 2. The CPU partial list: freeze its first slab.
+        if (c->Partial != PageFrame.None)
+        {
+            int pfn = c->Partial;
+            PageFrame* slab = _map.PfnToPage(pfn);
+            c->Partial = slab->Next;
+            c->PartialSlabs--;
+            slab->Next = PageFrame.None;
+            slab->Mapping &= ~OnCpuPartial;
+            c->Slab = pfn;
+            return c->Freelist = FreezeSlab(slab);
+        }
+        // 3. The node partial list (get_partial_node): one slab for the CPU, more for its partial list.
+        if (Volatile.Read(ref _nrPartial) != 0)
+        {
+            nint fl = GetPartialNode(c);
+            if (fl != 0) return c->Freelist = fl;
+        }
+        // 4. A new slab from the page allocator, without holding the CPU lock.
+        Volatile.Write(ref c->Lock, 0);
+        PageFrame* fresh = NewSlab(gfp);
+        c = LockCpu(Cpu.Current(_nrCpus));
+        if (fresh == null)
+            return c->Freelist; // another thread may have refilled meanwhile
+        if (c->Slab != PageFrame.None) DeactivateSlab(c);
+        fresh->Frozen = true;
+        c->Slab = (int)_map.PageToPfn(fresh);
+        c->Freelist = fresh->Freelist;
+        fresh->Freelist = 0;
+        fresh->Inuse = (ushort)_objects;
+        return c->Freelist;
+    }
+
+    /// <summary>Take a slab's freelist and freeze it for the CPU (slab lock). Returns the freelist.</summary>
+    private nint FreezeSlab(PageFrame* slab)
+    {
+        SlabLock(slab);
+        nint fl = slab->Freelist;
+        slab->Freelist = 0;
+        slab->Inuse = (ushort)_objects;
+        slab->Frozen = true;
+        SlabUnlock(slab);
+        return fl;
+    }
+
+    private nint GetPartialNode(KmemCacheCpu* c)
+    {
+        nint result = 0;
+        ListLock();
+        while (_partialHead != PageFrame.None)
+        {
+            int pfn = _partialHead;
+            PageFrame* slab = _map.PfnToPage(pfn);
+            RemovePartial(slab);
+            if (result == 0)
+            {
+                c->Slab = pfn;
+                result = FreezeSlab(slab);
+                if (!_hasCpuPartial) break;
+            }
+            else
+            {
+                slab->Mapping |= OnCpuPartial;
+                slab->Next = c->Partial;
+                c->Partial = pfn;
+                c->PartialSlabs++;
+            }
+            if (c->PartialSlabs > Geometry.CpuPartialSlabs / 2) break;
+        }
+        ListUnlock();
+        return result;
+    }
+
+    /// <summary>allocate_slab: pages, descriptor, freelist in address order, constructors.</summary>
+    private PageFrame* NewSlab(Gfp gfp)
+    {
+        if (_rcuHead != PageFrame.None) ProcessRcuFrees(false);
+        // Only the reclaim/constraint bits of the caller matter; zone and mobility come from the cache.
+        Gfp pageGfp = (gfp & ~(Gfp.Zero | Gfp.Dma | Gfp.Dma32 | Gfp.HighMem | Gfp.Movable | Gfp.Reclaimable | Gfp.Account | Gfp.Comp)) | _allocFlags;
+        int order = _order;
+        PageFrame* page = null;
+        if (order > Geometry.MinOrder)
+            page = _pages.AllocPages((pageGfp | Gfp.NoWarn | Gfp.NoRetry) & ~Gfp.NoFail, order);
+        if (page == null)
+        {
+            order = Geometry.MinOrder;
+            page = _pages.AllocPages(pageGfp, order);
+            if (page == null) return null;
+        }
+        int objects = ArchProfile.PageSize << order == _slabBytes ? _objects : SlabGeometry.OrderObjects(order, _size);
+        page->Flags |= PageFlags.Slab;
+        page->SlabCache = Id;
+        page->ObjectsFrozen = 0;
+        page->Objects = (ushort)objects;
+        page->Inuse = 0;
+        page->Private = 0;
+        page->Mapping = 0;
+        page->Next = page->Prev = PageFrame.None;
+        nint start = SlabBase(page) + _bias;
+        for (int i = 0; i < objects; i++)
+        {
+            nint obj = start + i * _size;
+            if (_debug)
+            {
+                DebugInitObject(obj, active: false);
+                if ((Flags & SlabFlags.StoreUser) != 0) new Span<byte>((byte*)obj + TrackOffset, 2 * SlabGeometry.TrackSize).Clear();
+            }
+            Ctor?.Invoke(obj);
+            SetFreePointer(obj, i + 1 < objects ? obj + _size : 0);
+        }
+        page->Freelist = start;
+        Interlocked.Increment(ref _nrSlabs);
+        Interlocked.Add(ref _totalObjects, objects);
+        _owner.Stat.Add(_statItem, 1L << order);
+        return page;
+    }
+
+    // =====================================================================================================
+    // Free
+    // =====================================================================================================
+
+    /// <summary>kmem_cache_free. Bad pointers are reported (<see cref="SlabException"/>) and change nothing.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Free(void* x)
+    {
+        PageFrame* page = _map.VirtToPage(x);
+        if (page == null) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
+        page = _map.CompoundHead(page);
+        if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
+        FreeObject(page, (nint)x);
+    }
+
+    /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void FreeObject(PageFrame* slab, nint x)
+    {
+        nint off = x - SlabBase(slab) - _bias;
+        if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x))
+        {
+            FreeChecked(slab, x);
+            return;
+        }
+        if (_debug) DebugOnFree(x);
+        int pfn = (int)_map.PageToPfn(slab);
+        KmemCacheCpu* c = _cpu + Cpu.Current(_nrCpus);
+        if (Interlocked.CompareExchange(ref c->Lock, 1, 0) == 0)
+        {
+            if (c->Slab == pfn)
+            {
+                SetFreePointer(x, c->Freelist);
+                c->Freelist = x;
+                c->Frees++;
+                Volatile.Write(ref c->Lock, 0);
+                return;
+            }
+            Volatile.Write(ref c->Lock, 0);
+        }
+        SlabFree(slab, x, x, 1);
+    }
+
+    /// <summary>Does the word at the free pointer decode to a freelist link of this slab? (Confirmed by a walk.)</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool IsLikelyFree(PageFrame* slab, nint x)
+    {
+        nint next = GetFreePointer(x);
+        return next == 0 || (nuint)(next - SlabBase(slab)) < (nuint)_slabBytes;
+    }
+
+    /// <summary>The cold path of a free that failed a cheap check: classify, report, or (a live object whose data only looked like a link) free it.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeChecked(PageFrame* slab, nint x)
+    {
+        nint off = x - SlabBase(slab) - _bias;
+        if (off < 0 || off % _size != 0 || off >= slab->Objects * _size)
+            _owner.ThrowSlabError(this, slab, (void*)x, $"Invalid object pointer 0x{_owner.Kva((void*)x)}", off);
+        if ((slab->Mapping & RcuPending) != 0 || OnAnyFreelist(slab, x))
+            _owner.ThrowSlabError(this, slab, (void*)x, "Object already free", off);
+        if (_debug) DebugOnFree(x);
+        SlabFree(slab, x, x, 1);
+    }
+
+    /// <summary>on_freelist over every list an object of <paramref name="slab"/> can be on, with all CPU locks then the slab lock held.</summary>
+    private bool OnAnyFreelist(PageFrame* slab, nint x)
+    {
+        int pfn = (int)_map.PageToPfn(slab);
+        for (int i = 0; i < _nrCpus; i++) LockCpu(i);
+        SlabLock(slab);
+        bool found = false;
+        try
+        {
+            for (int i = 0; i < _nrCpus && !found; i++)
+                if (_cpu[i].Slab == pfn) found = WalkFor(_cpu[i].Freelist, x, slab->Objects);
+            if (!found) found = WalkFor(slab->Freelist, x, slab->Objects);
+        }
+        finally
+        {
+            SlabUnlock(slab);
+            for (int i = _nrCpus - 1; i >= 0; i--) Volatile.Write(ref _cpu[i].Lock, 0);
+        }
+        return found;
+    }
+
+    private bool WalkFor(nint p, nint x, int max)
+    {
+        for (int n = 0; p != 0 && n <= max; n++, p = GetFreePointer(p))
+            if (p == x) return true;
+        return false;
+    }
+
+    /// <summary>
+    /// __slab_free: put a chain head..tail of <paramref name="cnt"/> objects on the slab's own freelist and fix the
+    /// slab's list membership. Takes list_lock first whenever the transition may need list work (lock order).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void SlabFree(PageFrame* slab, nint head, nint tail, int cnt)
+    {
+        Interlocked.Add(ref _slowFrees, cnt);
+        bool haveList = false;
+        nint prior;
+        bool wasFrozen, onNode;
+        int inuse;
+        while (true)
+        {
+            SlabLock(slab);
+            prior = slab->Freelist;
+            wasFrozen = slab->Frozen;
+            inuse = slab->Inuse - cnt;
+            bool needList = !wasFrozen && (inuse == 0 || prior == 0) && !(_hasCpuPartial && prior == 0);
+            if (needList && !haveList)
+            {
+                SlabUnlock(slab);
+                ListLock();
+                haveList = true;
+                continue;
+            }
+            if (head == prior)
+            {
+                SlabUnlock(slab);
+                if (haveList) ListUnlock();
+                _owner.ThrowSlabError(this, slab, (void*)head, "Object already free", head - SlabBase(slab) - _bias);
+            }
+            SetFreePointer(tail, prior);
+            slab->Freelist = head;
+            slab->Inuse = (ushort)inuse;
+            onNode = (slab->Mapping & OnNodePartial) != 0;
+            SlabUnlock(slab);
+            break;
+        }
+        if (wasFrozen)
+        {
+            if (haveList) ListUnlock();
+            return;
+        }
+        if (prior == 0)
+        {
+            if (_hasCpuPartial)
+            {
+                if (haveList) ListUnlock();
+                PutCpuPartial(slab);
+                return;
+            }
+            // Was full, on no list (haveList is guaranteed here).
+            if (inuse == 0 && _nrPartial >= Geometry.MinPartial)
+            {
+                ListUnlock();
+                DiscardSlab(slab);
+                return;
+            }
+            AddPartial(slab);
+            ListUnlock();
+            return;
+        }
+        if (inuse != 0 || !haveList)
+        {
+            if (haveList) ListUnlock();
+            return;
+        }
+        // Empty now. On a CPU partial list: left for __put_partials. On the node list: freed beyond min_partial.
+        if (!onNode || _nrPartial < Geometry.MinPartial)
+        {
+            ListUnlock();
+            return;
+        }
+        RemovePartial(slab);
+        ListUnlock();
+        DiscardSlab(slab);
+    }
+
+    /// <summary>put_cpu_partial: queue a slab that just stopped being full on this CPU's partial list; drain it when over cpu_partial_slabs.</summary>
+    private void PutCpuPartial(PageFrame* slab)
+    {
+        KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
+        int drain = PageFrame.None;
+        if (c->PartialSlabs >= Geometry.CpuPartialSlabs)
+        {
+            drain = c->Partial;
+            c->Partial = PageFrame.None;
+            c->PartialSlabs = 0;
+        }
+        slab->Mapping |= OnCpuPartial;
+        slab->Next = c->Partial;
+        c->Partial = (int)_map.PageToPfn(slab);
+        c->PartialSlabs++;
+        Volatile.Write(ref c->Lock, 0);
+        if (drain != PageFrame.None) PutPartials(drain);
+    }
+
+    /// <summary>__put_partials: move a detached CPU partial chain to the node list, discarding empty slabs beyond min_partial.</summary>
+    private void PutPartials(int pfn)
+    {
+        int discard = PageFrame.None;
+        ListLock();
+        while (pfn != PageFrame.None)
+        {
+            PageFrame* slab = _map.PfnToPage(pfn);
+            int next = slab->Next;
+            slab->Next = PageFrame.None;
+            slab->Mapping &= ~OnCpuPartial;
+            if (slab->Inuse == 0 && _nrPartial >= Geometry.MinPartial)
+            {
+                slab->Next = discard;
+                discard = pfn;
+            }
+            else AddPartial(slab);
+            pfn = next;
+        }
+        ListUnlock();
+        while (discard != PageFrame.None)
+        {
+            PageFrame* slab = _map.PfnToPage(discard);
+            discard = slab->Next;
+            slab->Next = PageFrame.None;
+            DiscardSlab(slab);
+        }
+    }
+
+    /// <summary>deactivate_slab: give the CPU slab and its CPU freelist back (CPU lock held).</summary>
+    private void DeactivateSlab(KmemCacheCpu* c)
+    {
+        PageFrame* slab = _map.PfnToPage(c->Slab);
+        nint fl = c->Freelist;
+        int n = 0;
+        nint tail = 0;
+        for (nint p = fl; p != 0; p = GetFreePointer(p)) { tail = p; n++; }
+        c->Slab = PageFrame.None;
+        c->Freelist = 0;
+        bool discard = false;
+        ListLock();
+        SlabLock(slab);
+        if (n != 0)
+        {
+            SetFreePointer(tail, slab->Freelist);
+            slab->Freelist = fl;
+        }
+        slab->Inuse = (ushort)(slab->Inuse - n);
+        slab->Frozen = false;
+        int inuse = slab->Inuse;
+        bool hasFree = slab->Freelist != 0;
+        SlabUnlock(slab);
+        if (inuse == 0 && _nrPartial >= Geometry.MinPartial) discard = true;
+        else if (hasFree) AddPartial(slab);
+        ListUnlock();
+        if (discard) DiscardSlab(slab);
+    }
+
+    /// <summary>discard_slab / free_slab: back to the page allocator, or after a grace period for SLAB_TYPESAFE_BY_RCU.</summary>
+    private void DiscardSlab(PageFrame* slab)
+    {
+        int objects = slab->Objects;
+        int order = slab->Order;
+        Interlocked.Decrement(ref _nrSlabs);
+        Interlocked.Add(ref _totalObjects, -objects);
+        _owner.Stat.Add(_statItem, -(1L << order));
+        if ((Flags & SlabFlags.TypesafeByRcu) != 0)
+        {
+            ListLock();
+            // Stamp in the high bits of the state word; Private stays the (unlocked) slab lock.
+            slab->Mapping = RcuPending | (nint)(_owner.Rcu.Stamp() << 8);
+            slab->Next = _rcuHead;
+            _rcuHead = (int)_map.PageToPfn(slab);
+            ListUnlock();
+            return;
+        }
+        FreeSlabPages(slab, order);
+    }
+
+    private void FreeSlabPages(PageFrame* slab, int order)
+    {
+        slab->Flags &= ~PageFlags.Slab;
+        slab->SlabCache = 0;
+        slab->Freelist = 0;
+        slab->ObjectsFrozen = 0;
+        slab->Inuse = 0;
+        slab->Private = 0;
+        slab->Mapping = 0;
+        slab->Next = slab->Prev = PageFrame.None;
+        _pages.FreePages(slab, order);
+    }
+
+    /// <summary>Free the slabs whose grace period has passed (all of them, waiting, when <paramref name="wait"/>).</summary>
+    internal void ProcessRcuFrees(bool wait)
+    {
+        if (wait && _rcuHead != PageFrame.None) _owner.Rcu.Synchronize();
+        long done = _owner.Rcu.Poll();
+        int ready = PageFrame.None;
+        ListLock();
+        int pfn = _rcuHead;
+        int prevPfn = PageFrame.None;
+        while (pfn != PageFrame.None)
+        {
+            PageFrame* slab = _map.PfnToPage(pfn);
+            int next = slab->Next;
+            if ((long)(slab->Mapping >> 8) <= done)
+            {
+                if (prevPfn == PageFrame.None) _rcuHead = next;
+                else _map.PfnToPage(prevPfn)->Next = next;
+                slab->Next = ready;
+                ready = pfn;
+            }
+            else prevPfn = pfn;
+            pfn = next;
+        }
+        ListUnlock();
+        while (ready != PageFrame.None)
+        {
+            PageFrame* slab = _map.PfnToPage(ready);
+            ready = slab->Next;
+            FreeSlabPages(slab, slab->Order);
+        }
+    }
+
+    // =====================================================================================================
+    // Bulk
+    // =====================================================================================================
+
+    /// <summary>kmem_cache_alloc_bulk: fill <paramref name="objects"/>; returns its length, or 0 (nothing allocated) on failure.</summary>
+    public int AllocBulk(Gfp gfp, Span<nint> objects)
+    {
+        int n = objects.Length;
+        if (n == 0) return 0;
+        KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
+        int i = 0;
+        for (; i < n; i++)
+        {
+            nint obj = c->Freelist;
+            if (obj == 0)
+            {
+                obj = RefillLocked(ref c, gfp);
+                if (obj == 0) break;
+            }
+            c->Freelist = GetFreePointer(obj);
+            *(nint*)(obj + _offset) = 0;
+            objects[i] = obj;
+        }
+        c->Allocs += i;
+        Volatile.Write(ref c->Lock, 0);
+        if (i < n)
+        {
+            FreeBulk(objects[..i]);
+            objects[..i].Clear();
+            return 0;
+        }
+        if (_debug || (gfp & Gfp.Zero) != 0)
+            foreach (nint obj in objects)
+            {
+                if (_debug) DebugOnAlloc(obj);
+                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
+            }
+        return n;
+    }
+
+    /// <summary>kmem_cache_free_bulk: one CPU-lock round trip for every run of objects in the CPU slab.</summary>
+    public void FreeBulk(ReadOnlySpan<nint> objects)
+    {
+        int i = 0;
+        while (i < objects.Length)
+        {
+            KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
+            for (; i < objects.Length; i++)
+            {
+                nint x = objects[i];
+                PageFrame* slab = _map.VirtToPage((void*)x);
+                if (slab == null) break;
+                slab = _map.CompoundHead(slab);
+                if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id || (int)_map.PageToPfn(slab) != c->Slab || _debug) break;
+                nint off = x - SlabBase(slab) - _bias;
+                if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x)) break;
+                SetFreePointer(x, c->Freelist);
+                c->Freelist = x;
+                c->Frees++;
+            }
+            Volatile.Write(ref c->Lock, 0);
+            if (i < objects.Length) Free((void*)objects[i++]);
+        }
+    }
+
+    // =====================================================================================================
+    // Shrink, flush, destroy
+    // =====================================================================================================
+
+    /// <summary>flush_all: every CPU's slab and partial list go back to the node.</summary>
+    public void FlushAll()
+    {
+        for (int i = 0; i < _nrCpus; i++)
+        {
+            KmemCacheCpu* c = LockCpu(i);
+            if (c->Slab != PageFrame.None) DeactivateSlab(c);
+            int partial = c->Partial;
+            c->Partial = PageFrame.None;
+            c->PartialSlabs = 0;
+            Volatile.Write(ref c->Lock, 0);
+            if (partial != PageFrame.None) PutPartials(partial);
+        }
+    }
+
+    /// <summary>kmem_cache_shrink: flush the CPUs and give every empty slab back. Returns the slabs freed.</summary>
+    public int Shrink()
+    {
+        FlushAll();
+        int freed = 0;
+        int discard = PageFrame.None;
+        ListLock();
+        for (int pfn = _partialHead; pfn != PageFrame.None;)
+        {
+            PageFrame* slab = _map.PfnToPage(pfn);
+            int next = slab->Next;
+            if (slab->Inuse == 0)
+            {
+                RemovePartial(slab);
+                slab->Next = discard;
+                discard = pfn;
+            }
+            pfn = next;
+        }
+        ListUnlock();
+        while (discard != PageFrame.None)
+        {
+            PageFrame* slab = _map.PfnToPage(discard);
+            discard = slab->Next;
+            slab->Next = PageFrame.None;
+            DiscardSlab(slab);
+            freed++;
+        }
+        ProcessRcuFrees(false);
+        return freed;
+    }
+
+    /// <summary>__kmem_cache_shutdown: true when no slab is left (then the per-CPU memory is released).</summary>
+    internal bool Shutdown()
+    {
+        Shrink();
+        if (Interlocked.Read(ref _nrSlabs) != 0) return false;
+        ProcessRcuFrees(true);
+        return true;
+    }
+
+    internal void ReleaseNative()
+    {
+        if (_cpu != null)
+        {
+            NativeMemory.AlignedFree(_cpu);
+            _cpu = null;
+        }
+    }
+
+    // =====================================================================================================
+    // Counters and views
+    // =====================================================================================================
+
+    /// <summary>Slabs of this cache (node nr_slabs).</summary>
+    public long NumSlabs => Interlocked.Read(ref _nrSlabs);
+    /// <summary>Objects in those slabs (node total_objects).</summary>
+    public long NumObjects => Interlocked.Read(ref _totalObjects);
+    /// <summary>Slabs on the node partial list.</summary>
+    public int NrPartial => Volatile.Read(ref _nrPartial);
+
+    /// <summary>Objects handed out and not yet freed (exact when no alloc/free is running).</summary>
+    public long LiveObjects
+    {
+        get
+        {
+            long n = -Interlocked.Read(ref _slowFrees);
+            for (int i = 0; i < _nrCpus; i++) n += Volatile.Read(ref _cpu[i].Allocs) - Volatile.Read(ref _cpu[i].Frees);
+            return n;
+        }
+    }
+
+    /// <summary>The slabinfo numbers as SLUB's get_slabinfo: free objects are counted on the node partial list only.</summary>
+    public (long ActiveObjs, long NumObjs, long ActiveSlabs, long NumSlabs) SlabInfo()
+    {
+        long free = 0;
+        ListLock();
+        for (int pfn = _partialHead; pfn != PageFrame.None; pfn = _map.PfnToPage(pfn)->Next)
+        {
+            PageFrame* s = _map.PfnToPage(pfn);
+            free += s->Objects - s->Inuse;
+        }
+        ListUnlock();
+        long objs = NumObjects, slabs = NumSlabs;
+        return (objs - free, objs, slabs, slabs);
+    }
+
+    /// <summary>Check list and counter invariants (quiescent cache); null when they hold.</summary>
+    public string? CheckInvariants()
+    {
+        ListLock();
+        try
+        {
+            int n = 0;
+            for (int pfn = _partialHead, prev = PageFrame.None; pfn != PageFrame.None; prev = pfn, pfn = _map.PfnToPage(pfn)->Next)
+            {
+                PageFrame* s = _map.PfnToPage(pfn);
+                if (s->Prev != prev) return $"{Name}: partial list back link broken at pfn {pfn}";
+                if ((s->Flags & PageFlags.Slab) == 0 || s->SlabCache != Id) return $"{Name}: pfn {pfn} on the partial list is not a slab of this cache";
+                if (s->Frozen || (s->Mapping & OnNodePartial) == 0) return $"{Name}: node-partial slab pfn {pfn} is frozen or unmarked";
+                if (s->Inuse >= s->Objects) return $"{Name}: full slab pfn {pfn} on the partial list";
+                int free = 0;
+                for (nint p = s->Freelist; p != 0 && free <= s->Objects; p = GetFreePointer(p)) free++;
+                if (free != s->Objects - s->Inuse) return $"{Name}: slab pfn {pfn} has {free} free objects on its freelist, counters say {s->Objects - s->Inuse}";
+                n++;
+            }
+            if (n != _nrPartial) return $"{Name}: nr_partial {_nrPartial} but {n} slabs on the list";
+        }
+        finally { ListUnlock(); }
+        return null;
+    }
+
+    // =====================================================================================================
+    // Locks and lists
+    // =====================================================================================================
+
+    private KmemCacheCpu* LockCpu(int cpu)
+    {
+        KmemCacheCpu* c = _cpu + cpu;
+        if (Interlocked.CompareExchange(ref c->Lock, 1, 0) != 0)
+        {
+            var spin = new SpinWait();
+            do spin.SpinOnce(); while (Interlocked.CompareExchange(ref c->Lock, 1, 0) != 0);
+        }
+        return c;
+    }
+
+    private void ListLock()
+    {
+        if (Interlocked.CompareExchange(ref _listLock, 1, 0) != 0)
+        {
+            var spin = new SpinWait();
+            do spin.SpinOnce(); while (Interlocked.CompareExchange(ref _listLock, 1, 0) != 0);
+        }
+    }
+
+    private void ListUnlock() => Volatile.Write(ref _listLock, 0);
+
+    /// <summary>slab_lock: a spin lock in the head page's <c>private</c> word (Linux: a bit spin lock on the slab).</summary>
+    private static void SlabLock(PageFrame* slab)
+    {
+        if (Interlocked.CompareExchange(ref slab->Private, 1, 0) != 0)
+        {
+            var spin = new SpinWait();
+            do spin.SpinOnce(); while (Interlocked.CompareExchange(ref slab->Private, 1, 0) != 0);
+        }
+    }
+
+    private static void SlabUnlock(PageFrame* slab) => Volatile.Write(ref slab->Private, 0);
+
+    /// <summary>add_partial at the tail (list_lock held).</summary>
+    private void AddPartial(PageFrame* slab)
+    {
+        int pfn = (int)_map.PageToPfn(slab);
+        slab->Mapping |= OnNodePartial;
+        slab->Next = PageFrame.None;
+        slab->Prev = _partialTail;
+        if (_partialTail != PageFrame.None) _map.PfnToPage(_partialTail)->Next = pfn;
+        else _partialHead = pfn;
+        _partialTail = pfn;
+        _nrPartial++;
+    }
+
+    /// <summary>remove_partial (list_lock held).</summary>
+    private void RemovePartial(PageFrame* slab)
+    {
+        if (slab->Prev != PageFrame.None) _map.PfnToPage(slab->Prev)->Next = slab->Next;
+        else _partialHead = slab->Next;
+        if (slab->Next != PageFrame.None) _map.PfnToPage(slab->Next)->Prev = slab->Prev;
+        else _partialTail = slab->Prev;
+        slab->Next = slab->Prev = PageFrame.None;
+        slab->Mapping &= ~OnNodePartial;
+        _nrPartial--;
+    }
+
+    // =====================================================================================================
+    // Debug metadata (SLAB_RED_ZONE, SLAB_POISON, SLAB_STORE_USER): layout and bytes; the checks come later
+    // =====================================================================================================
+
+    public const byte RedInactive = 0xbb, RedActive = 0xcc, PoisonFree = 0x6b, PoisonEnd = 0xa5;
+
+    /// <summary>init_object: poison (objects that may be poisoned) and red zones.</summary>
+    private void DebugInitObject(nint obj, bool active)
+    {
+        byte* p = (byte*)obj;
+        byte red = active ? RedActive : RedInactive;
+        if (!active && (Flags & SlabFlags.Poison) != 0 && (Flags & SlabFlags.TypesafeByRcu) == 0 && Ctor == null)
+        {
+            new Span<byte>(p, ObjectSize - 1).Fill(PoisonFree);
+            p[ObjectSize - 1] = PoisonEnd;
+        }
+        if ((Flags & SlabFlags.RedZone) != 0)
+        {
+            new Span<byte>(p - _bias, _bias).Fill(red);
+            new Span<byte>(p + ObjectSize, Inuse - ObjectSize).Fill(red);
+        }
+    }
+
+    private int TrackOffset => Geometry.FreePointerOutside ? Inuse + SlabGeometry.PointerSize : Inuse;
+
+    private void DebugOnAlloc(nint obj)
+    {
+        DebugInitObject(obj, active: true);
+        if ((Flags & SlabFlags.StoreUser) != 0) SetTrack(obj, 0);
+    }
+
+    private void DebugOnFree(nint obj)
+    {
+        DebugInitObject(obj, active: false);
+        if ((Flags & SlabFlags.StoreUser) != 0) SetTrack(obj, 1);
+    }
+
+    /// <summary>set_track: struct track { addr, handle, cpu, pid, when } at the alloc (0) or free (1) slot.</summary>
+    private void SetTrack(nint obj, int which)
+    {
+        byte* t = (byte*)obj + TrackOffset + which * SlabGeometry.TrackSize;
+        *(ulong*)t = 0;                                  // addr: no caller address in a managed runtime
+        *(uint*)(t + 8) = 0;                             // stack depot handle
+        *(int*)(t + 12) = Cpu.Current(_nrCpus);
+        *(int*)(t + 16) = Environment.CurrentManagedThreadId;
+        *(long*)(t + 24) = Environment.TickCount64;      // "jiffies" at HZ=1000
+    }
+
+    /// <summary>The slot of object <paramref name="i"/> of a slab (for tests and tools).</summary>
+    public nint ObjectAt(PageFrame* slab, int i) => SlabBase(slab) + _bias + i * _size;
+
+    internal string DescribeSlab(PageFrame* slab) =>
+        $"Slab 0x{_owner.Kva(slab)} objects={slab->Objects} used={slab->Inuse} fp=0x{_owner.Kva((void*)slab->Freelist)} flags=0x{(ulong)slab->Flags:x}({PageAllocator.FormatPageFlags(slab->Flags)})";
+
+    public override string ToString()
+    {
+        var sb = new StringBuilder();
+        sb.Append($"{Name}: object_size={ObjectSize} size={_size} align={Geometry.Align} order={_order} objs_per_slab={_objects}");
+        sb.Append($" offset={_offset} inuse={Inuse} min_partial={Geometry.MinPartial} cpu_partial={Geometry.CpuPartial}");
+        return sb.ToString();
+    }
+}
