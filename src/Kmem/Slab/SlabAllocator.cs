@@ -388,6 +388,9 @@ public sealed unsafe class SlabAllocator : IDisposable
         if (head == null) BadFreeOutside(null, p, "kfree");
         if ((head!->Flags & PageFlags.Slab) != 0)
             ThrowReport($"kfree: slab page with no cache for 0x{Kva(p)}", $"BUG: kfree: No slab cache for object 0x{Kva(p)}");
+        if ((head->Flags & (PageFlags.Buddy | PageFlags.OnPcp)) != 0 || (head->Flags & PageFlags.Tail) != 0 && head->RefCount == 0)
+            ThrowReport($"kfree: double free of 0x{Kva(p)} (its page is free)",
+                $"BUG: kfree: double free or invalid pointer 0x{Kva(p)}: its page is free\n{Pages.BadPageText(head, head->Order, "freeing a free page (double free)")}");
         if (head->Mapping != LargeKmallocMapping || (head->Flags & PageFlags.AllocHead) == 0)
             ThrowReport($"kfree: 0x{Kva(p)} is not a kmalloc allocation",
                 $"WARNING: kfree: 0x{Kva(p)} is not a kmalloc allocation\n{Pages.BadPageText(head, head->Order, "Not a kmalloc allocation")}");
