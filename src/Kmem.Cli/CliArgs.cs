@@ -12,7 +12,7 @@ public sealed class CliArgs
     /// <summary>Options that never take a value.</summary>
     private static readonly HashSet<string> s_flags = new(StringComparer.Ordinal)
     {
-        "json", "strict", "help", "no-progress", "quick", "no-memfd",
+        "json", "strict", "help", "no-progress", "quick", "no-memfd", "ctor",
     };
 
     public CliArgs(IEnumerable<string> args)

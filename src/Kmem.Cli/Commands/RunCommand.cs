@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Kmem.PageAlloc;
 using Kmem.Proc;
 using Kmem.Scenario;
+using Kmem.Slab;
 
 namespace Kmem.Cli.Commands;
 
@@ -67,6 +68,47 @@ public static class RunCommand
         long leaked = m.TotalRamPages - m.FreePages;
         stdout.WriteLine();
         stdout.WriteLine($"{work.Total(threads)} operations in {sw.Elapsed.TotalSeconds:F2} s; free lists {(broken == null ? "consistent" : "BROKEN: " + broken)}; {leaked} pages not returned");
-        return broken == null && leaked == 0 ? 0 : 1;
+        bool slabOk = RunSlab(m, ops, seed, threads, progress, stdout);
+        return broken == null && leaked == 0 && slabOk ? 0 : 1;
+    }
+
+    /// <summary>The slab part: object caches with constructors and kmalloc traffic of the trace's sizes.</summary>
+    private static bool RunSlab(Machine m, long ops, int seed, int threads, bool progress, TextWriter stdout)
+    {
+        stdout.WriteLine();
+        string? peak = null;
+        string? peakMeminfo = null;
+        var work = new SlabWorkload
+        {
+            OperationsPerThread = ops, Seed = seed,
+            AtPeak = () => { peak = ProcViews.Render(m, "slabinfo"); peakMeminfo = ProcViews.Meminfo(m); },
+        };
+        var sw = Stopwatch.StartNew();
+        var runner = new Thread(() => work.Run(m, threads)) { IsBackground = true };
+        runner.Start();
+        var bar = new ProgressBar(stdout, "slab workload (dentry_like, inode_like, kmalloc)", work.Total(threads), progress);
+        while (!runner.Join(100)) bar.Update(work.Done);
+        bar.Finish();
+        sw.Stop();
+        static IEnumerable<string> Excerpt(string slabinfo) => slabinfo.Split('\n').Where((l, i) => i < 2 ||
+            (l.Length > 0 && !l.StartsWith("dma-", StringComparison.Ordinal) && !l.StartsWith("kmalloc-rcl", StringComparison.Ordinal) &&
+             !l.StartsWith("kmalloc-cg", StringComparison.Ordinal)));
+        stdout.WriteLine();
+        stdout.WriteLine("slabinfo at peak (excerpt):");
+        foreach (var l in Excerpt(peak ?? "")) stdout.WriteLine(l);
+        foreach (var l in (peakMeminfo ?? "").Split('\n').Where(l => l.StartsWith("Slab:") || l.StartsWith("SReclaimable:") || l.StartsWith("SUnreclaim:")))
+            stdout.WriteLine(l);
+        long live = m.Slab.Caches.Sum(c => c.LiveObjects);
+        stdout.WriteLine();
+        stdout.WriteLine($"constructor calls: dentry_like {work.DentryCtorCalls} ({work.Dentry!.NumSlabs} slabs now), inode_like {work.InodeCtorCalls}");
+        m.Slab.DestroyCache(work.Dentry);
+        m.Slab.DestroyCache(work.Inode);
+        int shrunk = m.Slab.ShrinkAll();
+        m.Pages.DrainAllPages();
+        string? slabBroken = m.Slab.Caches.Select(c => c.CheckInvariants()).FirstOrDefault(e => e != null);
+        long leaked = m.TotalRamPages - m.FreePages;
+        stdout.WriteLine($"{work.Total(threads)} slab operations in {sw.Elapsed.TotalSeconds:F2} s; {work.Errors} pattern errors; {live} objects live at the end; " +
+                         $"{shrunk} empty slabs shrunk; slab lists {(slabBroken == null ? "consistent" : "BROKEN: " + slabBroken)}; {leaked} pages not returned");
+        return work.Errors == 0 && live == 0 && slabBroken == null && leaked == 0;
     }
 }
