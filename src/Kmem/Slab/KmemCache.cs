@@ -56,6 +56,8 @@ public sealed unsafe class KmemCache
     private readonly bool _hasCpuPartial;
     private readonly Gfp _allocFlags;
     private readonly VmItem _statItem;
+    private readonly byte* _window;        // direct map base (page_address = _window + pfn * PAGE_SIZE)
+    private readonly PageFrame* _mapBase;  // mem_map
 
     // Node (one node): list_lock and what it protects.
     private int _listLock;
@@ -73,6 +75,8 @@ public sealed unsafe class KmemCache
         _map = owner.MemMap;
         _pages = owner.Pages;
         _nrCpus = owner.CpuCount;
+        _window = owner.WindowBase;
+        _mapBase = _map.Base;
         Id = id;
         Name = name;
         Geometry = g;
@@ -146,7 +150,7 @@ public sealed unsafe class KmemCache
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private nint SlabBase(PageFrame* slab) => (nint)_map.PageAddress(slab);
+    private nint SlabBase(PageFrame* slab) => (nint)(_window + (((nint)slab - (nint)_mapBase) << (ArchProfile.PageShift - 6)));
 
     // =====================================================================================================
     // Allocation

@@ -118,6 +118,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     }
 
     internal MemMap MemMap { get; }
+    internal byte* WindowBase => _machine.Physical.WindowBase;
     internal PageAllocator Pages { get; }
     internal VmStat Stat { get; }
     public int CpuCount { get; }
