@@ -1,0 +1,65 @@
+using System.Buffers;
+using System.Text;
+
+namespace Kmem.Tracing;
+
+/// <summary>
+/// Interned strings of a trace (task comms, call sites, cache names, GFP texts), addressed by dense ids.
+/// Id 0 is the empty string, meaning "absent". The table only grows with distinct texts, which a kernel bounds
+/// (symbols, caches, comms), not with trace length. Lookups from byte spans go through a
+/// <see cref="Dictionary{TKey,TValue}.AlternateLookup{TAlternateKey}"/> on <see cref="ReadOnlySpan{T}"/> of char,
+/// so a repeated text costs a widening copy onto the stack and a hash probe, and allocates nothing.
+/// </summary>
+public sealed class TraceStringTable
+{
+    private readonly List<string> _strings = [""];
+    private readonly Dictionary<string, int> _ids = new(StringComparer.Ordinal) { [""] = 0 };
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+
+    /// <summary>Creates an empty table (holding only id 0, the empty string).</summary>
+    public TraceStringTable() => _lookup = _ids.GetAlternateLookup<ReadOnlySpan<char>>();
+
+    /// <summary>Number of ids handed out, including id 0.</summary>
+    public int Count => _strings.Count;
+
+    /// <summary>The text of an id.</summary>
+    public string this[int id] => _strings[id];
+
+    /// <summary>Id of <paramref name="text"/>, adding it if new.</summary>
+    public int Intern(ReadOnlySpan<char> text)
+    {
+        if (_lookup.TryGetValue(text, out int id))
+            return id;
+        string s = text.ToString();
+        id = _strings.Count;
+        _strings.Add(s);
+        _ids.Add(s, id);
+        return id;
+    }
+
+    /// <summary>Id of <paramref name="text"/> if it was interned.</summary>
+    public bool TryGetId(ReadOnlySpan<char> text, out int id) => _lookup.TryGetValue(text, out id);
+
+    /// <summary>Id of an ASCII/UTF-8 byte span, adding it if new. Invalid UTF-8 becomes U+FFFD.</summary>
+    public int Intern(ReadOnlySpan<byte> utf8)
+    {
+        // Lines are ASCII in practice (symbols, cache names); comms may hold UTF-8.
+        const int StackLimit = 256;
+        char[]? rented = null;
+        Span<char> chars = utf8.Length <= StackLimit
+            ? stackalloc char[StackLimit]
+            : (rented = ArrayPool<char>.Shared.Rent(utf8.Length));
+        try
+        {
+            int n;
+            if (Ascii.ToUtf16(utf8, chars, out n) != OperationStatus.Done)
+                n = Encoding.UTF8.GetChars(utf8, chars);
+            return Intern(chars[..n]);
+        }
+        finally
+        {
+            if (rented is not null)
+                ArrayPool<char>.Shared.Return(rented);
+        }
+    }
+}
