@@ -14,7 +14,7 @@ namespace Kmem.Tracing;
  *    allocates nothing.
  *
  * 2. Bounded memory. The reader holds: the buffer (FtraceReaderOptions.BufferSize, 1 MiB), the decompressor's
- *    window (zstd: up to 8 MiB at the levels trace files use; gzip 32 KiB), the string table (grows with
+ *    window (zstd: up to 8 MiB at the levels trace files use; gzip 32 KiB), the read-ahead chunks, the string table (grows with
  *    distinct texts, which a kernel bounds by its symbols, caches and comms; not with trace length), and up to
  *    MaxMalformedSamples sample lines. Nothing else grows with the trace. A line longer than the buffer (binary
  *    junk without newlines) is reported malformed once and its remainder is discarded up to the next newline.
@@ -27,7 +27,9 @@ namespace Kmem.Tracing;
  *
  * 4. Compression. Chosen by magic bytes (zstd 28 B5 2F FD, gzip 1F 8B) and the extension (.zst, .gz) together:
  *    the magic decides, and a compressed extension on data without that magic is a TraceFormatException (a
- *    truncated or mislabelled file), so a corrupt archive is never read as text.
+ *    truncated or mislabelled file), so a corrupt archive is never read as text. With more than one core the
+ *    decompressor runs one chunk ahead on a background thread (ReadAheadStream, 4 x 1 MiB), so decompression
+ *    and parsing overlap; its errors surface from TryRead as IOException.
  */
 
 /// <summary>
@@ -84,6 +86,8 @@ public sealed class FtraceReader : IDisposable
                 TraceCompression.Zstd => new ZstdSharp.DecompressionStream(stream, 1 << 17),
                 _ => stream,
             };
+            if (compression != TraceCompression.None && options.ReadAhead && Environment.ProcessorCount > 1)
+                _stream = new ReadAheadStream(_stream);
         }
         catch
         {

@@ -25,6 +25,12 @@ public sealed record FtraceReaderOptions
     /// </summary>
     public int BufferSize { get; init; } = 1 << 20;
 
+    /// <summary>
+    /// Decompress on a background thread, one chunk ahead of parsing (compressed input, more than one core).
+    /// Default true: on two cores it hides most of the decompression time.
+    /// </summary>
+    public bool ReadAhead { get; init; } = true;
+
     /// <summary>How many malformed lines to keep as samples in lenient mode.</summary>
     public int MaxMalformedSamples { get; init; } = 8;
 
