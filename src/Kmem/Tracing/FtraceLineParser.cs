@@ -308,7 +308,7 @@ internal sealed class FtraceLineParser
         }
         if (_gfpState[id] == 0)
         {
-            bool ok = GfpText.TryParse(_strings[id], out Gfp gfp, out _);
+            bool ok = GfpText.TryParse(_strings[id], out Gfp gfp);
             _gfpById[id] = gfp;
             _gfpState[id] = ok ? (byte)1 : (byte)2;
         }
