@@ -1,0 +1,797 @@
+using System.Runtime.CompilerServices;
+
+namespace Kmem.Tracing;
+
+/// <summary>What one trace line turned out to be.</summary>
+internal enum LineKind : byte
+{
+    /// <summary>A kmem-related event; the <see cref="TraceEvent"/> is filled in.</summary>
+    Event,
+    /// <summary>A comment (<c>#</c>) or blank line.</summary>
+    Comment,
+    /// <summary>A well-formed ftrace line of an event kmem does not read.</summary>
+    Unrelated,
+    /// <summary>trace_pipe's <c>CPU:N [LOST M EVENTS]</c> notice.</summary>
+    Lost,
+    /// <summary>Not valid: <see cref="FtraceLineParser.Error"/> says why.</summary>
+    Malformed,
+}
+
+/// <summary>
+/// Parses one line of ftrace text output from bytes:
+/// <code>
+///   &lt;comm&gt;-&lt;pid&gt; [(&lt;tgid&gt;)] [&lt;cpu&gt;] [&lt;flags&gt;] &lt;secs&gt;.&lt;usecs&gt;: &lt;event&gt;: &lt;key&gt;=&lt;value&gt; ...
+/// </code>
+/// The comm may contain spaces and dashes, so the header is anchored on the <c>[cpu]</c> column and the pid is
+/// the digits after the last dash before it. Fields are <c>key=value</c> tokens (also <c>key: value</c>, as in
+/// alloc_vmap_area's <c>va_start: N</c>); their order is not relied on, unknown keys are ignored, and each kind
+/// has a set of required keys. Numbers are parsed by hand; texts go through the <see cref="TraceStringTable"/>.
+/// Not thread-safe (one parser per reader).
+/// </summary>
+internal sealed class FtraceLineParser
+{
+    private readonly TraceStringTable _strings;
+
+    // Decoded Gfp per gfp text id (texts repeat: a few dozen distinct values per trace).
+    private Gfp[] _gfpById = new Gfp[64];
+    private byte[] _gfpState = new byte[64]; // 0 = not decoded yet, 1 = valid, 2 = invalid
+
+    // The previous line's comm: consecutive lines are mostly from the same task.
+    private readonly byte[] _lastComm = new byte[64];
+    private int _lastCommLength = -1;
+    private int _lastCommId;
+
+    public FtraceLineParser(TraceStringTable strings) => _strings = strings;
+
+    /// <summary>Why the last <see cref="LineKind.Malformed"/> line was rejected.</summary>
+    public string Error { get; private set; } = "";
+
+    /// <summary>Events reported lost by the last <see cref="LineKind.Lost"/> line.</summary>
+    public long LostCount { get; private set; }
+
+    /// <summary>Parses <paramref name="line"/> (without its newline) into <paramref name="ev"/>.</summary>
+    public LineKind Parse(ReadOnlySpan<byte> line, out TraceEvent ev)
+    {
+        ev = default;
+        if (!line.IsEmpty && line[^1] == (byte)'\r')
+            line = line[..^1];
+        int i = SkipSpaces(line, 0);
+        if (i == line.Length || line[i] == (byte)'#')
+            return LineKind.Comment;
+
+        // --- "comm-pid [cpu]": anchor on " [digits]".
+        int bracket = FindCpuColumn(line, i, out int cpu, out int pos);
+        if (bracket < 0)
+            return IsLostNotice(line[i..]) ? LineKind.Lost : Fail(Errors.NoCpuColumn);
+        ev.Cpu = cpu;
+        ReadOnlySpan<byte> commPid = line[i..bracket].TrimEnd((byte)' ');
+        if (!commPid.IsEmpty && commPid[^1] == (byte)')') // "(  tgid)" column of the record-tgid option
+        {
+            int open = commPid.LastIndexOf((byte)'(');
+            if (open < 0)
+                return Fail(Errors.BadTaskPid);
+            commPid = commPid[..open].TrimEnd((byte)' ');
+        }
+        int dash = commPid.LastIndexOf((byte)'-');
+        if (dash < 0 || !TryParseInt(commPid[(dash + 1)..], out long pid) || pid < 0 || pid > int.MaxValue)
+            return Fail(Errors.BadTaskPid);
+        ev.Pid = (int)pid;
+        ev.CommId = InternComm(commPid[..dash]);
+
+        // --- Flags column (absent without the irq-info option), then "secs.usecs:".
+        pos = SkipSpaces(line, pos);
+        ReadOnlySpan<byte> token = NextToken(line, ref pos);
+        if (token.IsEmpty || token[^1] != (byte)':')
+        {
+            if (!TryDecodeFlags(token, ref ev))
+                return Fail(Errors.BadFlags);
+            pos = SkipSpaces(line, pos);
+            token = NextToken(line, ref pos);
+        }
+        if (token.IsEmpty || token[^1] != (byte)':' || !TryParseTimestamp(token[..^1], out long us))
+            return Fail(Errors.BadTimestamp);
+        ev.TimestampUs = us;
+
+        // --- "event:" then the fields.
+        pos = SkipSpaces(line, pos);
+        token = NextToken(line, ref pos);
+        if (token.Length < 2 || token[^1] != (byte)':')
+            return Fail(Errors.NoEventName);
+        EventKind kind = ClassifyEvent(token[..^1]);
+        if (kind == EventKind.None)
+            return LineKind.Unrelated;
+        ev.Kind = kind;
+        return ParseFields(line[pos..], ref ev);
+    }
+
+    private LineKind ParseFields(ReadOnlySpan<byte> fields, ref TraceEvent ev)
+    {
+        ulong seen = 0;
+        int pos = 0;
+
+        // Fast path: the fields in the order Linux 6.18 prints them. Stops at the first difference (another
+        // kernel version, a missing or extra field) and lets the general loop below take over from there.
+        FieldSpec[]? layout = Layouts[(int)ev.Kind];
+        if (layout is not null)
+        {
+            foreach (FieldSpec spec in layout)
+            {
+                if (!fields[pos..].StartsWith(spec.Key))
+                    break;
+                int start = pos + spec.Key.Length;
+                int end = start;
+                while ((uint)end < (uint)fields.Length && fields[end] != (byte)' ')
+                    end++;
+                if (!SetField(ref ev, spec.Id, fields[start..end]))
+                    return Fail(Errors.BadValue[(int)spec.Id]);
+                seen |= 1UL << (int)spec.Id;
+                pos = end < fields.Length ? end + 1 : end;
+            }
+        }
+
+        while (true)
+        {
+            pos = SkipSpaces(fields, pos);
+            if (pos >= fields.Length)
+                break;
+            ReadOnlySpan<byte> token = NextToken(fields, ref pos, out int eq);
+            ReadOnlySpan<byte> key, value;
+            if (eq > 0)
+            {
+                key = token[..eq];
+                value = token[(eq + 1)..];
+            }
+            else if (token.Length > 1 && token[^1] == (byte)':') // "va_start: 123"
+            {
+                key = token[..^1];
+                pos = SkipSpaces(fields, pos);
+                value = NextToken(fields, ref pos);
+            }
+            else
+            {
+                int colon = token.IndexOf((byte)':'); // mark_victim's "file-rss:123kB"
+                if (colon > 0)
+                {
+                    key = token[..colon];
+                    value = token[(colon + 1)..];
+                }
+                else if (ev.Kind == EventKind.MarkVictim)
+                {
+                    continue; // the rest of a comm with spaces
+                }
+                else
+                {
+                    return Fail(Errors.NotKeyValue);
+                }
+            }
+            FieldId field = ClassifyField(key);
+            if (field == FieldId.Unknown)
+                continue;
+            if (!SetField(ref ev, field, value))
+                return Fail(Errors.BadValue[(int)field]);
+            seen |= 1UL << (int)field;
+        }
+        ulong required = Required(ev.Kind);
+        if ((seen & required) != required)
+        {
+            ulong missing = required & ~seen;
+            return Fail(Errors.Missing[System.Numerics.BitOperations.TrailingZeroCount(missing)]);
+        }
+        return LineKind.Event;
+    }
+
+    private bool SetField(ref TraceEvent ev, FieldId field, ReadOnlySpan<byte> v)
+    {
+        ulong u;
+        long s;
+        switch (field)
+        {
+            case FieldId.CallSite:
+                if (v.IsEmpty) return false;
+                ev.CallSiteId = _strings.Intern(v);
+                return true;
+            case FieldId.Name:
+                if (v.IsEmpty) return false;
+                ev.CacheNameId = _strings.Intern(v);
+                return true;
+            case FieldId.Ptr:
+            case FieldId.Page:
+                if (!TryParsePointer(v, out u)) return false;
+                ev.Ptr = u;
+                return true;
+            case FieldId.BytesReq:
+                if (!TryParseInt(v, out s) || s < 0) return false;
+                ev.BytesReq = s;
+                return true;
+            case FieldId.BytesAlloc:
+                if (!TryParseInt(v, out s) || s < 0) return false;
+                ev.BytesAlloc = s;
+                return true;
+            case FieldId.GfpFlags:
+                return SetGfp(ref ev, v);
+            case FieldId.Node:
+            case FieldId.Nid:
+                if (!TryParseInt32(v, out int node)) return false;
+                ev.Node = node;
+                return true;
+            case FieldId.Accounted:
+                if (v.SequenceEqual("true"u8)) ev.Accounted = true;
+                else if (!v.SequenceEqual("false"u8)) return false;
+                return true;
+            case FieldId.Pfn:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.Pfn = u;
+                return true;
+            case FieldId.Order:
+            case FieldId.AllocOrder:
+                if (!TryParseInt32(v, out int order) || order < 0) return false;
+                ev.Order = order;
+                return true;
+            case FieldId.MigrateType:
+            case FieldId.AllocMigrateType:
+                if (!TryParseInt32(v, out int mt)) return false;
+                ev.MigrateType = mt;
+                return true;
+            case FieldId.FallbackOrder:
+                if (!TryParseInt32(v, out int fo)) return false;
+                ev.FallbackOrder = fo;
+                return true;
+            case FieldId.FallbackMigrateType:
+                if (!TryParseInt32(v, out int fmt)) return false;
+                ev.FallbackMigrateType = fmt;
+                return true;
+            case FieldId.PercpuRefill:
+                if (!TryParseInt32(v, out int refill)) return false;
+                ev.PercpuRefill = refill != 0;
+                return true;
+            case FieldId.VaStart:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.VaStart = u;
+                return true;
+            case FieldId.Size:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.Size = u;
+                return true;
+            case FieldId.Align:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.Align = u;
+                return true;
+            case FieldId.VStart:
+            case FieldId.Start:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.VStart = u;
+                return true;
+            case FieldId.VEnd:
+            case FieldId.End:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.VEnd = u;
+                return true;
+            case FieldId.Failed:
+                if (!TryParseInt32(v, out int failed)) return false;
+                ev.Failed = failed != 0;
+                return true;
+            case FieldId.NrLazy:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.NrLazy = u;
+                return true;
+            case FieldId.NrLazyMax:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.NrLazyMax = u;
+                return true;
+            case FieldId.NumPurged:
+                if (!TryParseNumber(v, out u) || u > uint.MaxValue) return false;
+                ev.NrPurged = (uint)u;
+                return true;
+            case FieldId.NrReclaimed:
+                if (!TryParseNumber(v, out u)) return false;
+                ev.NrReclaimed = u;
+                return true;
+            case FieldId.Pid:
+                if (!TryParseInt32(v, out int victim)) return false;
+                ev.VictimPid = victim;
+                return true;
+            default: // fields read only for validation (cold, pageblock_order, fragmenting, change_ownership)
+                return TryParseInt(v, out _);
+        }
+    }
+
+    private bool SetGfp(ref TraceEvent ev, ReadOnlySpan<byte> v)
+    {
+        if (v.IsEmpty)
+            return false;
+        int id = _strings.Intern(v);
+        if (id >= _gfpState.Length)
+        {
+            int size = Math.Max(id + 1, _gfpState.Length * 2);
+            Array.Resize(ref _gfpById, size);
+            Array.Resize(ref _gfpState, size);
+        }
+        if (_gfpState[id] == 0)
+        {
+            bool ok = GfpText.TryParse(_strings[id], out Gfp gfp);
+            _gfpById[id] = gfp;
+            _gfpState[id] = ok ? (byte)1 : (byte)2;
+        }
+        ev.GfpTextId = id;
+        ev.Gfp = _gfpById[id];
+        return _gfpState[id] == 1;
+    }
+
+    private int InternComm(ReadOnlySpan<byte> comm)
+    {
+        if (comm.Length == _lastCommLength && comm.SequenceEqual(_lastComm.AsSpan(0, comm.Length)))
+            return _lastCommId;
+        int id = _strings.Intern(comm);
+        if (comm.Length <= _lastComm.Length)
+        {
+            comm.CopyTo(_lastComm);
+            _lastCommLength = comm.Length;
+            _lastCommId = id;
+        }
+        return id;
+    }
+
+    private LineKind Fail(string reason)
+    {
+        Error = reason;
+        return LineKind.Malformed;
+    }
+
+    private bool IsLostNotice(ReadOnlySpan<byte> s)
+    {
+        // kernel/trace/trace.c print_trace_line(): "CPU:%d [LOST %lu EVENTS]\n"
+        if (!s.StartsWith("CPU:"u8))
+            return false;
+        int open = s.IndexOf("[LOST "u8);
+        if (open < 0)
+            return false;
+        ReadOnlySpan<byte> rest = s[(open + 6)..];
+        int sp = rest.IndexOf((byte)' ');
+        if (sp < 0 || !rest[sp..].StartsWith(" EVENTS]"u8) || !TryParseInt(rest[..sp], out long lost))
+            return false;
+        LostCount = lost;
+        return true;
+    }
+
+    // ------------------------------------------------------------------ header pieces
+
+    private static int FindCpuColumn(ReadOnlySpan<byte> line, int from, out int cpu, out int after)
+    {
+        int search = from;
+        while (true)
+        {
+            int k = line[search..].IndexOf(" ["u8);
+            if (k < 0)
+                break;
+            int start = search + k + 2;
+            int j = start;
+            int value = 0;
+            while (j < line.Length && j - start < 6 && (uint)(line[j] - '0') <= 9)
+                value = value * 10 + (line[j++] - '0');
+            if (j > start && j < line.Length && line[j] == (byte)']')
+            {
+                cpu = value;
+                after = j + 1;
+                return search + k;
+            }
+            search = start - 1;
+        }
+        cpu = 0;
+        after = 0;
+        return -1;
+    }
+
+    /// <summary>Decodes the 4- or 5-character flags column (see <see cref="TraceContextFlags"/>).</summary>
+    internal static bool TryDecodeFlags(ReadOnlySpan<byte> f, ref TraceEvent ev)
+    {
+        if (f.Length is not (4 or 5))
+            return false;
+        var flags = TraceContextFlags.None;
+        switch (f[0])
+        {
+            case (byte)'.': break;
+            case (byte)'d': flags |= TraceContextFlags.IrqsOff; break;
+            case (byte)'D': flags |= TraceContextFlags.IrqsOff | TraceContextFlags.BhOff; break;
+            case (byte)'b': flags |= TraceContextFlags.BhOff; break;
+            case (byte)'X': flags |= TraceContextFlags.IrqsNoSupport; break;
+            default: return false;
+        }
+        switch (f[1])
+        {
+            case (byte)'.': break;
+            case (byte)'n': flags |= TraceContextFlags.NeedResched; break;
+            case (byte)'p': flags |= TraceContextFlags.PreemptResched; break;
+            case (byte)'N': flags |= TraceContextFlags.NeedResched | TraceContextFlags.PreemptResched; break;
+            case (byte)'l': flags |= TraceContextFlags.NeedReschedLazy; break;
+            case (byte)'L': flags |= TraceContextFlags.NeedReschedLazy | TraceContextFlags.PreemptResched; break;
+            case (byte)'b': flags |= TraceContextFlags.NeedResched | TraceContextFlags.NeedReschedLazy; break;
+            case (byte)'B':
+                flags |= TraceContextFlags.NeedResched | TraceContextFlags.NeedReschedLazy | TraceContextFlags.PreemptResched;
+                break;
+            default: return false;
+        }
+        switch (f[2])
+        {
+            case (byte)'.': break;
+            case (byte)'s': flags |= TraceContextFlags.Softirq; break;
+            case (byte)'h': flags |= TraceContextFlags.Hardirq; break;
+            case (byte)'H': flags |= TraceContextFlags.Hardirq | TraceContextFlags.Softirq; break;
+            case (byte)'z': flags |= TraceContextFlags.Nmi; break;
+            case (byte)'Z': flags |= TraceContextFlags.Nmi | TraceContextFlags.Hardirq; break;
+            default: return false;
+        }
+        int preempt = DepthDigit(f[3]);
+        int migrate = f.Length == 5 ? DepthDigit(f[4]) : 0;
+        if (preempt < 0 || migrate < 0)
+            return false;
+        ev.Context = flags;
+        ev.PreemptDepth = (byte)preempt;
+        ev.MigrateDisableDepth = (byte)migrate;
+        return true;
+    }
+
+    private static int DepthDigit(byte c)
+    {
+        if (c == (byte)'.') return 0;
+        int d = HexDigit(c);
+        return d > 0 ? d : -1; // '0' is never printed: zero is '.'
+    }
+
+    private static bool TryParseTimestamp(ReadOnlySpan<byte> s, out long us)
+    {
+        // "%5lu.%06lu" seconds.microseconds; accept any number of fraction digits (ns clocks print 9).
+        us = 0;
+        int dot = s.IndexOf((byte)'.');
+        ReadOnlySpan<byte> secs = dot < 0 ? s : s[..dot];
+        if (!TryParseInt(secs, out long sec) || sec < 0 || sec > long.MaxValue / 1_000_000)
+            return false;
+        long frac = 0;
+        if (dot >= 0)
+        {
+            ReadOnlySpan<byte> f = s[(dot + 1)..];
+            if (f.IsEmpty)
+                return false;
+            for (int k = 0; k < f.Length; k++)
+            {
+                uint d = (uint)(f[k] - '0');
+                if (d > 9)
+                    return false;
+                if (k < 6)
+                    frac = frac * 10 + d;
+            }
+            for (int k = f.Length; k < 6; k++)
+                frac *= 10;
+        }
+        us = sec * 1_000_000 + frac;
+        return true;
+    }
+
+    // ------------------------------------------------------------------ names
+
+    private static EventKind ClassifyEvent(ReadOnlySpan<byte> n) => n.Length switch
+    {
+        5 when n.SequenceEqual("kfree"u8) => EventKind.Kfree,
+        7 when n.SequenceEqual("kmalloc"u8) => EventKind.Kmalloc,
+        11 when n.SequenceEqual("mark_victim"u8) => EventKind.MarkVictim,
+        12 when n.SequenceEqual("mm_page_free"u8) => EventKind.MmPageFree,
+        12 when n.SequenceEqual("kmalloc_node"u8) => EventKind.Kmalloc,
+        13 when n.SequenceEqual("mm_page_alloc"u8) => EventKind.MmPageAlloc,
+        15 when n.SequenceEqual("kmem_cache_free"u8) => EventKind.KmemCacheFree,
+        15 when n.SequenceEqual("alloc_vmap_area"u8) => EventKind.AllocVmapArea,
+        16 when n.SequenceEqual("kmem_cache_alloc"u8) => EventKind.KmemCacheAlloc,
+        20 when n.SequenceEqual("mm_page_free_batched"u8) => EventKind.MmPageFreeBatched,
+        20 when n.SequenceEqual("purge_vmap_area_lazy"u8) => EventKind.PurgeVmapAreaLazy,
+        21 when n.SequenceEqual("mm_page_alloc_extfrag"u8) => EventKind.MmPageAllocExtfrag,
+        21 when n.SequenceEqual("mm_vmscan_kswapd_wake"u8) => EventKind.MmVmscanKswapdWake,
+        21 when n.SequenceEqual("kmem_cache_alloc_node"u8) => EventKind.KmemCacheAlloc,
+        22 when n.SequenceEqual("free_vmap_area_noflush"u8) => EventKind.FreeVmapAreaNoflush,
+        22 when n.SequenceEqual("mm_vmscan_kswapd_sleep"u8) => EventKind.MmVmscanKswapdSleep,
+        25 when n.SequenceEqual("mm_page_alloc_zone_locked"u8) => EventKind.MmPageAllocZoneLocked,
+        28 when n.SequenceEqual("mm_vmscan_direct_reclaim_end"u8) => EventKind.MmVmscanDirectReclaimEnd,
+        30 when n.SequenceEqual("mm_vmscan_direct_reclaim_begin"u8) => EventKind.MmVmscanDirectReclaimBegin,
+        _ => EventKind.None,
+    };
+
+    internal enum FieldId : byte
+    {
+        Unknown,
+        CallSite, Ptr, BytesReq, BytesAlloc, GfpFlags, Node, Accounted, Name,
+        Page, Pfn, Order, MigrateType, PercpuRefill, Cold,
+        AllocOrder, FallbackOrder, PageblockOrder, AllocMigrateType, FallbackMigrateType, Fragmenting, ChangeOwnership,
+        VaStart, Size, Align, VStart, VEnd, Failed, NrLazy, NrLazyMax, Start, End, NumPurged,
+        Nid, NrReclaimed, Pid,
+        Count,
+    }
+
+    private static FieldId ClassifyField(ReadOnlySpan<byte> k) => k.Length switch
+    {
+        3 when k.SequenceEqual("ptr"u8) => FieldId.Ptr,
+        3 when k.SequenceEqual("pfn"u8) => FieldId.Pfn,
+        3 when k.SequenceEqual("end"u8) => FieldId.End,
+        3 when k.SequenceEqual("nid"u8) => FieldId.Nid,
+        3 when k.SequenceEqual("pid"u8) => FieldId.Pid,
+        4 when k.SequenceEqual("name"u8) => FieldId.Name,
+        4 when k.SequenceEqual("node"u8) => FieldId.Node,
+        4 when k.SequenceEqual("page"u8) => FieldId.Page,
+        4 when k.SequenceEqual("size"u8) => FieldId.Size,
+        4 when k.SequenceEqual("vend"u8) => FieldId.VEnd,
+        4 when k.SequenceEqual("cold"u8) => FieldId.Cold,
+        5 when k.SequenceEqual("order"u8) => FieldId.Order,
+        5 when k.SequenceEqual("align"u8) => FieldId.Align,
+        5 when k.SequenceEqual("start"u8) => FieldId.Start,
+        6 when k.SequenceEqual("vstart"u8) => FieldId.VStart,
+        6 when k.SequenceEqual("failed"u8) => FieldId.Failed,
+        7 when k.SequenceEqual("nr_lazy"u8) => FieldId.NrLazy,
+        8 when k.SequenceEqual("va_start"u8) => FieldId.VaStart,
+        9 when k.SequenceEqual("call_site"u8) => FieldId.CallSite,
+        9 when k.SequenceEqual("bytes_req"u8) => FieldId.BytesReq,
+        9 when k.SequenceEqual("gfp_flags"u8) => FieldId.GfpFlags,
+        9 when k.SequenceEqual("accounted"u8) => FieldId.Accounted,
+        10 when k.SequenceEqual("num_purged"u8) => FieldId.NumPurged,
+        11 when k.SequenceEqual("bytes_alloc"u8) => FieldId.BytesAlloc,
+        11 when k.SequenceEqual("migratetype"u8) => FieldId.MigrateType,
+        11 when k.SequenceEqual("nr_lazy_max"u8) => FieldId.NrLazyMax,
+        11 when k.SequenceEqual("alloc_order"u8) => FieldId.AllocOrder,
+        11 when k.SequenceEqual("fragmenting"u8) => FieldId.Fragmenting,
+        12 when k.SequenceEqual("nr_reclaimed"u8) => FieldId.NrReclaimed,
+        13 when k.SequenceEqual("percpu_refill"u8) => FieldId.PercpuRefill,
+        14 when k.SequenceEqual("fallback_order"u8) => FieldId.FallbackOrder,
+        15 when k.SequenceEqual("pageblock_order"u8) => FieldId.PageblockOrder,
+        16 when k.SequenceEqual("change_ownership"u8) => FieldId.ChangeOwnership,
+        17 when k.SequenceEqual("alloc_migratetype"u8) => FieldId.AllocMigrateType,
+        20 when k.SequenceEqual("fallback_migratetype"u8) => FieldId.FallbackMigrateType,
+        _ => FieldId.Unknown,
+    };
+
+    private static ulong Bits(params ReadOnlySpan<FieldId> fields)
+    {
+        ulong m = 0;
+        foreach (FieldId f in fields)
+            m |= 1UL << (int)f;
+        return m;
+    }
+
+    private static readonly ulong[] RequiredByKind = BuildRequired();
+
+    private static ulong[] BuildRequired()
+    {
+        var r = new ulong[EventKindExtensions.Count];
+        ulong slabAlloc = Bits(FieldId.CallSite, FieldId.Ptr, FieldId.BytesReq, FieldId.BytesAlloc, FieldId.GfpFlags);
+        r[(int)EventKind.Kmalloc] = slabAlloc;
+        r[(int)EventKind.KmemCacheAlloc] = slabAlloc;
+        r[(int)EventKind.Kfree] = Bits(FieldId.CallSite, FieldId.Ptr);
+        r[(int)EventKind.KmemCacheFree] = Bits(FieldId.CallSite, FieldId.Ptr);
+        r[(int)EventKind.MmPageAlloc] = Bits(FieldId.Page, FieldId.Pfn, FieldId.Order, FieldId.MigrateType, FieldId.GfpFlags);
+        r[(int)EventKind.MmPageFree] = Bits(FieldId.Page, FieldId.Pfn, FieldId.Order);
+        r[(int)EventKind.MmPageFreeBatched] = Bits(FieldId.Page, FieldId.Pfn);
+        r[(int)EventKind.AllocVmapArea] = Bits(FieldId.VaStart, FieldId.Size, FieldId.Align, FieldId.VStart, FieldId.VEnd, FieldId.Failed);
+        r[(int)EventKind.FreeVmapAreaNoflush] = Bits(FieldId.VaStart, FieldId.NrLazy, FieldId.NrLazyMax);
+        r[(int)EventKind.PurgeVmapAreaLazy] = Bits(FieldId.Start, FieldId.End, FieldId.NumPurged);
+        r[(int)EventKind.MmPageAllocZoneLocked] = Bits(FieldId.Page, FieldId.Pfn, FieldId.Order, FieldId.MigrateType);
+        r[(int)EventKind.MmPageAllocExtfrag] = Bits(FieldId.Page, FieldId.Pfn, FieldId.AllocOrder, FieldId.FallbackOrder,
+            FieldId.AllocMigrateType, FieldId.FallbackMigrateType);
+        r[(int)EventKind.MmVmscanKswapdWake] = Bits(FieldId.Nid, FieldId.Order);
+        r[(int)EventKind.MmVmscanKswapdSleep] = Bits(FieldId.Nid);
+        r[(int)EventKind.MmVmscanDirectReclaimBegin] = Bits(FieldId.Order, FieldId.GfpFlags);
+        r[(int)EventKind.MmVmscanDirectReclaimEnd] = Bits(FieldId.NrReclaimed);
+        r[(int)EventKind.MarkVictim] = Bits(FieldId.Pid);
+        return r;
+    }
+
+    private static ulong Required(EventKind kind) => RequiredByKind[(int)kind];
+
+    private readonly record struct FieldSpec(byte[] Key, FieldId Id);
+
+    // Field order of the TP_printk formats in Linux 6.18 (include/trace/events/kmem.h, vmalloc.h).
+    private static readonly FieldSpec[]?[] Layouts = BuildLayouts();
+
+    private static FieldSpec[]?[] BuildLayouts()
+    {
+        static FieldSpec F(string key, FieldId id) => new(System.Text.Encoding.ASCII.GetBytes(key), id);
+        FieldSpec[] slabAllocTail =
+        [
+            F("bytes_req=", FieldId.BytesReq), F("bytes_alloc=", FieldId.BytesAlloc), F("gfp_flags=", FieldId.GfpFlags),
+            F("node=", FieldId.Node), F("accounted=", FieldId.Accounted),
+        ];
+        var l = new FieldSpec[]?[EventKindExtensions.Count];
+        l[(int)EventKind.Kmalloc] = [F("call_site=", FieldId.CallSite), F("ptr=", FieldId.Ptr), .. slabAllocTail];
+        l[(int)EventKind.KmemCacheAlloc] =
+            [F("call_site=", FieldId.CallSite), F("ptr=", FieldId.Ptr), F("name=", FieldId.Name), .. slabAllocTail];
+        l[(int)EventKind.Kfree] = [F("call_site=", FieldId.CallSite), F("ptr=", FieldId.Ptr)];
+        l[(int)EventKind.KmemCacheFree] = [F("call_site=", FieldId.CallSite), F("ptr=", FieldId.Ptr), F("name=", FieldId.Name)];
+        l[(int)EventKind.MmPageAlloc] =
+        [
+            F("page=", FieldId.Page), F("pfn=", FieldId.Pfn), F("order=", FieldId.Order),
+            F("migratetype=", FieldId.MigrateType), F("gfp_flags=", FieldId.GfpFlags),
+        ];
+        l[(int)EventKind.MmPageFree] = [F("page=", FieldId.Page), F("pfn=", FieldId.Pfn), F("order=", FieldId.Order)];
+        l[(int)EventKind.MmPageFreeBatched] = l[(int)EventKind.MmPageFree];
+        l[(int)EventKind.AllocVmapArea] =
+        [
+            F("va_start: ", FieldId.VaStart), F("size=", FieldId.Size), F("align=", FieldId.Align),
+            F("vstart=", FieldId.VStart), F("vend=", FieldId.VEnd), F("failed=", FieldId.Failed),
+        ];
+        l[(int)EventKind.FreeVmapAreaNoflush] =
+            [F("va_start=", FieldId.VaStart), F("nr_lazy=", FieldId.NrLazy), F("nr_lazy_max=", FieldId.NrLazyMax)];
+        l[(int)EventKind.PurgeVmapAreaLazy] =
+            [F("start=", FieldId.Start), F("end=", FieldId.End), F("num_purged=", FieldId.NumPurged)];
+        return l;
+    }
+
+    private static class Errors
+    {
+        public const string NoCpuColumn = "no [cpu] column";
+        public const string BadTaskPid = "bad task-pid column";
+        public const string BadFlags = "bad flags column";
+        public const string BadTimestamp = "bad timestamp";
+        public const string NoEventName = "no event name";
+        public const string NotKeyValue = "field is not key=value";
+
+        private static readonly string[] Names =
+        [
+            "?", "call_site", "ptr", "bytes_req", "bytes_alloc", "gfp_flags", "node", "accounted", "name",
+            "page", "pfn", "order", "migratetype", "percpu_refill", "cold",
+            "alloc_order", "fallback_order", "pageblock_order", "alloc_migratetype", "fallback_migratetype",
+            "fragmenting", "change_ownership",
+            "va_start", "size", "align", "vstart", "vend", "failed", "nr_lazy", "nr_lazy_max", "start", "end",
+            "num_purged", "nid", "nr_reclaimed", "pid",
+        ];
+
+        public static readonly string[] BadValue = Names.Select(n => "bad value for " + n).ToArray();
+        public static readonly string[] Missing = Names.Select(n => "missing field " + n).ToArray();
+    }
+
+    // ------------------------------------------------------------------ tokens and numbers
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int SkipSpaces(ReadOnlySpan<byte> s, int pos)
+    {
+        while ((uint)pos < (uint)s.Length && s[pos] == (byte)' ')
+            pos++;
+        return pos;
+    }
+
+    // Tokens are short (5-40 bytes): a scalar scan beats a vectorized IndexOf's setup cost here.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ReadOnlySpan<byte> NextToken(ReadOnlySpan<byte> s, scoped ref int pos)
+    {
+        int start = pos;
+        int i = start;
+        while ((uint)i < (uint)s.Length && s[i] != (byte)' ')
+            i++;
+        pos = i < s.Length ? i + 1 : i;
+        return s[start..i];
+    }
+
+    // NextToken that also reports the offset of the token's first '=' (-1 if none), in the same pass.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ReadOnlySpan<byte> NextToken(ReadOnlySpan<byte> s, scoped ref int pos, out int eq)
+    {
+        int start = pos;
+        int i = start;
+        eq = -1;
+        while ((uint)i < (uint)s.Length)
+        {
+            byte c = s[i];
+            if (c == (byte)' ')
+                break;
+            if (c == (byte)'=' && eq < 0)
+                eq = i - start;
+            i++;
+        }
+        pos = i < s.Length ? i + 1 : i;
+        return s[start..i];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int HexDigit(byte c)
+    {
+        uint d = (uint)(c - '0');
+        if (d <= 9)
+            return (int)d;
+        uint l = (uint)((c | 0x20) - 'a');
+        return l <= 5 ? (int)l + 10 : -1;
+    }
+
+    /// <summary>Hex digits, with or without 0x (%p prints none; "(null)" is NULL).</summary>
+    internal static bool TryParsePointer(ReadOnlySpan<byte> s, out ulong value)
+    {
+        if (s.Length > 2 && s[0] == (byte)'0' && (s[1] | 0x20) == 'x')
+            s = s[2..];
+        else if (s.SequenceEqual("(null)"u8))
+        {
+            value = 0;
+            return true;
+        }
+        return TryParseHexDigits(s, out value);
+    }
+
+    // Nibble value of each byte; 0xFF for bytes that are not hex digits.
+    private static ReadOnlySpan<byte> HexValues =>
+    [
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    ];
+
+    private static bool TryParseHexDigits(ReadOnlySpan<byte> s, out ulong value)
+    {
+        value = 0;
+        if (s.IsEmpty || s.Length > 16)
+            return false;
+        // Branch-free per digit: %p prints 16 random-looking digits, so per-digit branches mispredict.
+        ReadOnlySpan<byte> table = HexValues;
+        ulong v = 0;
+        uint bad = 0;
+        foreach (byte c in s)
+        {
+            uint d = table[c];
+            bad |= d;
+            v = (v << 4) | (d & 0xF);
+        }
+        if ((bad & 0xF0) != 0)
+            return false;
+        value = v;
+        return true;
+    }
+
+    /// <summary>Unsigned decimal, or hex with a 0x prefix (pfn= is 0x%lx in 6.x, %lu before).</summary>
+    internal static bool TryParseNumber(ReadOnlySpan<byte> s, out ulong value)
+    {
+        if (s.Length > 2 && s[0] == (byte)'0' && (s[1] | 0x20) == 'x')
+            return TryParseHexDigits(s[2..], out value);
+        value = 0;
+        if (s.IsEmpty || s.Length > 20)
+            return false;
+        ulong v = 0;
+        foreach (byte c in s)
+        {
+            uint d = (uint)(c - '0');
+            if (d > 9 || v > (ulong.MaxValue - d) / 10)
+                return false;
+            v = v * 10 + d;
+        }
+        value = v;
+        return true;
+    }
+
+    /// <summary>Signed decimal (64-bit).</summary>
+    internal static bool TryParseInt(ReadOnlySpan<byte> s, out long value)
+    {
+        value = 0;
+        bool negative = !s.IsEmpty && s[0] == (byte)'-';
+        if (negative)
+            s = s[1..];
+        if (s.IsEmpty || s.Length > 19)
+            return false;
+        long v = 0;
+        foreach (byte c in s)
+        {
+            uint d = (uint)(c - '0');
+            if (d > 9)
+                return false;
+            v = v * 10 + d;
+        }
+        // At most 19 digits: a value above long.MaxValue is below 10^19 < 2^64, so it wrapped to negative.
+        if (v < 0)
+            return false;
+        value = negative ? -v : v;
+        return true;
+    }
+
+    private static bool TryParseInt32(ReadOnlySpan<byte> s, out int value)
+    {
+        if (TryParseInt(s, out long v) && v is >= int.MinValue and <= int.MaxValue)
+        {
+            value = (int)v;
+            return true;
+        }
+        value = 0;
+        return false;
+    }
+}
