@@ -30,6 +30,10 @@ public sealed class Machine : IDisposable
     public VmStat Stat { get; }
     /// <summary>The slab allocator: object caches and kmalloc.</summary>
     public SlabAllocator Slab { get; }
+    /// <summary>might_sleep's reporter: choose throw or warn-and-continue with <see cref="SleepChecker.Mode"/>.</summary>
+    public SleepChecker SleepCheck => Pages.SleepCheck;
+    /// <summary>Reclaim, kswapd, swap, shrinkers, OOM killer and the processes with user memory (the slow path).</summary>
+    public Reclaim.Reclaimer Reclaim { get; }
 
     /// <summary>Swap space, in pages, once a swap device is attached (SwapTotal/SwapFree in meminfo).</summary>
     public long SwapTotalPages { get; set; }
@@ -50,6 +54,7 @@ public sealed class Machine : IDisposable
             Pages = new PageAllocator(config, Layout, Physical, MemMap, Log, Stat);
             // Subsystems attach here, in dependency order (each owns its native memory; see Own()).
             Slab = Own(new SlabAllocator(this));
+            Reclaim = Own(new Reclaim.Reclaimer(this));
         }
         catch
         {

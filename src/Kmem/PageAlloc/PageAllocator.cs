@@ -55,6 +55,8 @@ public sealed unsafe class PageAllocator
     /// <summary>Linux's totalreserve_pages: per zone, the largest lowmem_reserve plus the high watermark.</summary>
     public long TotalReservePages { get; private set; }
     public IAllocSlowPath? SlowPath { get; set; }
+    /// <summary>The machine's might_sleep reporter (checked by every allocation that may sleep, as might_alloc).</summary>
+    public SleepChecker SleepCheck { get; }
 
     /// <summary>get_page_from_freelist with other alloc flags, for the slow path to retry.</summary>
     public delegate PageFrame* RetryAllocation(AllocFlags allocFlags);
@@ -65,6 +67,7 @@ public sealed unsafe class PageAllocator
         _phys = phys;
         _log = log;
         _stat = stat;
+        SleepCheck = new SleepChecker(log);
         _cpus = cfg.Cpus;
         Profile = cfg.Profile;
         foreach (var z in cfg.Profile.Zones)
@@ -132,6 +135,8 @@ public sealed unsafe class PageAllocator
     public PageFrame* AllocPages(Gfp gfp, int order)
     {
         if ((uint)order > Zone.MaxOrder) ThrowOrderTooLarge(gfp, order);
+        // prepare_alloc_pages -> might_alloc: one predictable branch unless the caller may sleep.
+        if ((gfp & Gfp.DirectReclaim) != 0) Context.MightSleep(SleepCheck);
         ZoneType highest = GfpZones.GfpZone(gfp, _zoneSet);
         MigrateType mt = GfpZones.MigrateTypeOf(gfp);
         PageFrame* page = GetPageFromFreelist(gfp, order, AllocFlags.WmarkLow, highest, mt);
