@@ -1,0 +1,108 @@
+using Kmem.Diagnostics;
+using Kmem.Mm;
+using Kmem.Tests.Reclaim;
+
+namespace Kmem.Tests.Mm;
+
+using Gfp = Kmem.Gfp;
+
+public unsafe class ProcessTests
+{
+    [Fact]
+    public void DemandPagingAllocatesOnlyTouchedPages()
+    {
+        using var m = ReclaimTests.Small();
+        m.Reclaim.SwapOn(16384);
+        var p = m.Reclaim.CreateProcess("app");
+        m.Pages.DrainAllPages();
+        long free0 = m.FreePages;
+        ulong a = p.Mmap(64L << 20); // twice the machine's RAM: heuristic overcommit allows it (below RAM + swap)
+        Assert.Equal(16384, p.TotalVmPages);
+        Assert.Equal(0, p.RssPages);
+        Assert.Equal(16384, m.CommittedPages);
+        long faults0 = m.Stat[VmItem.PgFault];
+        for (int i = 0; i < 10; i++) p.Touch(a + (ulong)i * 1000 * 4096);
+        Assert.Equal(10, p.RssPages);
+        Assert.Equal(10, m.Stat[VmItem.PgFault] - faults0);
+        Assert.Equal(10, m.Stat[VmItem.NrAnonPages]);
+        m.Pages.DrainAllPages();
+        Assert.Equal(10 + p.PageTablePages, free0 - m.FreePages);
+        // Zero-filled on first touch.
+        var buf = new byte[16];
+        p.Read(a + 4096 * 1000, buf);
+        Assert.All(buf, b => Assert.Equal(0, b));
+        Assert.Contains("VmSize:\t   65536 kB", p.Status());
+        Assert.Contains("VmRSS:\t      40 kB", p.Status());
+        Assert.Equal("SIGSEGV", Assert.Throws<MmException>(() => p.Touch(0x1000)).Error);
+        p.Munmap(a, 64L << 20);
+        Assert.Equal(0, p.RssPages);
+        ReclaimTests.AssertNothingLeaked(m);
+    }
+
+    [Fact]
+    public void OvercommitRefusesOnlyTheAbsurd()
+    {
+        using var m = ReclaimTests.Small();
+        var p = m.Reclaim.CreateProcess("greedy");
+        Assert.Equal("ENOMEM", Assert.Throws<MmException>(() => p.Mmap(8193L * 4096)).Error);
+        p.Mmap(8192L * 4096);
+        p.Mmap(8192L * 4096);
+        Assert.Equal(16384, m.CommittedPages);
+        Assert.Contains("Committed_AS:      65536 kB", Kmem.Proc.ProcViews.Render(m, "meminfo"));
+        ReclaimTests.AssertNothingLeaked(m);
+    }
+
+    [Fact]
+    public void SwapOutAndSwapInKeepTheData()
+    {
+        using var m = ReclaimTests.Small();
+        m.Reclaim.SwapOn(8192);
+        var p = m.Reclaim.CreateProcess("db");
+        const int pages = 3000;
+        ulong a = p.Mmap(pages * 4096L);
+        var page = new byte[4096];
+        for (int i = 0; i < pages; i++)
+        {
+            new Random(i).NextBytes(page);
+            p.Write(a + (ulong)i * 4096, page);
+        }
+        // Push the process out: a kernel hog takes memory with GFP_KERNEL; reclaim must swap.
+        var held = new List<nint>();
+        for (int i = 0; i < 6000; i++)
+        {
+            PageFrame* k = m.Pages.AllocPages(Gfp.Kernel, 0);
+            Assert.True(k != null);
+            held.Add((nint)k);
+        }
+        Assert.True(p.SwapPages > 0, "nothing was swapped out");
+        Assert.True(m.Stat[VmItem.PswpOut] > 0);
+        Assert.Contains($"VmSwap:\t{p.SwapPages * 4,8} kB", p.Status());
+        ReclaimTests.FreeAll(m, held);
+        var back = new byte[4096];
+        for (int i = 0; i < pages; i++)
+        {
+            new Random(i).NextBytes(page);
+            p.Read(a + (ulong)i * 4096, back);
+            Assert.True(page.AsSpan().SequenceEqual(back), $"page {i} differs after swap-in");
+        }
+        Assert.True(m.Stat[VmItem.PswpIn] > 0);
+        Assert.True(m.Stat[VmItem.PgMajFault] > 0);
+        Assert.Equal(0, p.SwapPages);
+        ReclaimTests.AssertNothingLeaked(m);
+    }
+
+    [Fact]
+    public void BrkGrowsAndShrinksTheHeap()
+    {
+        using var m = ReclaimTests.Small();
+        var p = m.Reclaim.CreateProcess("sh");
+        ulong b0 = p.CurrentBrk;
+        Assert.Equal(b0 + 40960, p.Brk(b0 + 40960));
+        p.TouchRange(b0, 40960);
+        Assert.Equal(10, p.RssPages);
+        p.Brk(b0 + 4096);
+        Assert.Equal(1, p.RssPages);
+        Assert.Equal(1, p.TotalVmPages);
+        ReclaimTests.AssertNothingLeaked(m);
+    }
+}
