@@ -143,6 +143,7 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
     private byte* GetPageLocked(long index, Gfp? gfp, bool write)
     {
         if ((ulong)index >= (ulong)SizePages) throw new ArgumentOutOfRangeException(nameof(index), $"{Name}: page {index} beyond EOF ({SizePages} pages)");
+        Context.MightSleep(_m); // read/write of a file may sleep (page cache allocation, I/O)
         while (true)
         {
             if (IsDeleted) throw new ObjectDisposedException(Name);

@@ -260,6 +260,8 @@ public sealed unsafe class Process : IPageOwner
     /// </summary>
     private byte* GetPageLocked(long vpn, bool write)
     {
+        // might_fault(): touching user memory may sleep (a fault allocates with GFP_HIGHUSER_MOVABLE).
+        Context.MightSleep(_m);
         while (true)
         {
             CheckAlive();

@@ -38,6 +38,8 @@ public sealed class Kswapd : IDisposable
     /// <summary>balance_pgdat runs finished.</summary>
     public long Runs => Interlocked.Read(ref _runs);
     public int Failures => Volatile.Read(ref _failures);
+    /// <summary>Is the kswapd0 thread alive (it ends when the machine is disposed)?</summary>
+    public bool ThreadAlive => _thread.IsAlive;
 
     /// <summary>Direct reclaim made progress: kswapd may try again (kswapd_failures = 0).</summary>
     internal void ResetFailures() => Volatile.Write(ref _failures, 0);

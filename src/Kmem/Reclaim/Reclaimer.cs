@@ -180,14 +180,14 @@ public sealed unsafe partial class Reclaimer : IAllocSlowPath, IDisposable
     internal long SwapAlloc()
     {
         long slot = Swap?.Alloc() ?? -1;
-        if (slot > 0) _m.SwapFreePages = Swap!.FreePages;
+        if (slot > 0) lock (_commitLock) _m.SwapFreePages = Swap!.FreePages;
         return slot;
     }
 
     internal void SwapFree(long slot)
     {
         Swap!.Free(slot);
-        _m.SwapFreePages = Swap.FreePages;
+        lock (_commitLock) _m.SwapFreePages = Swap.FreePages;
     }
 
     /// <summary>fork+exec: a new process with an empty address space.</summary>

@@ -275,6 +275,28 @@ public unsafe class ReclaimTests
     }
 
     [Fact]
+    public void KswapdStopsWithTheMachine()
+    {
+        var m = Small();
+        var k = m.Reclaim.Kswapd;
+        Assert.True(k.ThreadAlive);
+        m.Dispose();
+        Assert.False(k.ThreadAlive);
+    }
+
+    [Fact]
+    public void UserAccessFromAtomicContextIsReported()
+    {
+        using var m = Small();
+        var p = m.Reclaim.CreateProcess("app");
+        ulong a = p.Mmap(4096);
+        var l = new KSpinLock("pt");
+        using (l.Acquire()) Assert.Throws<SleepInAtomicException>(() => p.Touch(a));
+        p.Touch(a);
+        AssertNothingLeaked(m);
+    }
+
+    [Fact]
     public void CompactionAssemblesACostlyBlockByMigratingUserPages()
     {
         using var m = Small();
