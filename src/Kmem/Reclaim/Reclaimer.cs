@@ -286,6 +286,13 @@ public sealed unsafe partial class Reclaimer : IAllocSlowPath, IDisposable
             long reclaimed = TryToFreePages(gfp, order, highest);
             page = retry(flags);
             if (page != null) return page;
+            if (reclaimed > 0)
+            {
+                // __alloc_pages_direct_reclaim: the reclaimed pages may sit on per-CPU lists: drain them and retry once.
+                _pa.DrainAllPages();
+                page = retry(flags);
+                if (page != null) return page;
+            }
 
             if (order > 0)
             {

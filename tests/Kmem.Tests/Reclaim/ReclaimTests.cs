@@ -275,6 +275,65 @@ public unsafe class ReclaimTests
     }
 
     [Fact]
+    public void NoIoAndNoFsAllocationsEndToEnd()
+    {
+        using var m = Small();
+        m.Reclaim.StallTimeout = TimeSpan.FromMilliseconds(300);
+        m.Reclaim.SwapOn(2048);
+        // Without __GFP_KSWAPD_RECLAIM nothing wakes kswapd, so every effect below is the caller's own direct reclaim.
+        const Gfp noio = Gfp.NoIo & ~Gfp.KswapdReclaim, nofs = Gfp.NoFs & ~Gfp.KswapdReclaim, kernel = Gfp.Kernel & ~Gfp.KswapdReclaim;
+        var dirty = m.Reclaim.PageCache.CreateFile("dirty", 400);
+        var clean = m.Reclaim.PageCache.CreateFile("clean", 300);
+        var data = new byte[64];
+        for (int i = 0; i < 400; i++) dirty.Write(i, data);
+        for (int i = 0; i < 300; i++) clean.Read(i, data);
+        var proc = m.Reclaim.CreateProcess("anon");
+        ulong a = proc.Mmap(400 * 4096L);
+        proc.TouchRange(a, 400 * 4096L);
+        var held = FillKernel(m, Gfp.NoWarn);
+        Assert.Equal(0, m.Stat[VmItem.KswapdWakeups]);
+
+        // GFP_NOIO: only clean page cache can go; dirty pages stay dirty and nothing is swapped.
+        for (int i = 0; i < 200; i++)
+        {
+            PageFrame* p = m.Pages.AllocPages(noio, 0);
+            Assert.True(p != null);
+            held.Add((nint)p);
+        }
+        Assert.True(clean.CachedPages < 300);
+        Assert.Equal(400, dirty.CachedPages);
+        Assert.Equal(0, dirty.Writebacks);
+        Assert.Equal(0, proc.SwapPages);
+        // Once the clean pages it can reach are gone, NOIO cannot make progress: it fails (no OOM kill without __GFP_FS).
+        PageFrame* q;
+        while ((q = m.Pages.AllocPages(noio | Gfp.NoWarn, 0)) != null) held.Add((nint)q);
+        Assert.Equal(0, dirty.Writebacks);
+        Assert.Equal(0, m.Stat[VmItem.OomKill]);
+        Assert.False(proc.IsKilled);
+
+        // GFP_NOFS may do I/O but not filesystem work: it swaps anonymous pages, still writes back nothing.
+        for (int i = 0; i < 100; i++)
+        {
+            PageFrame* p = m.Pages.AllocPages(nofs, 0);
+            Assert.True(p != null);
+            held.Add((nint)p);
+        }
+        Assert.True(proc.SwapPages > 0);
+        Assert.Equal(0, dirty.Writebacks);
+
+        // GFP_KERNEL may write dirty pages back.
+        for (int i = 0; i < 300 && dirty.Writebacks == 0; i++)
+        {
+            PageFrame* p = m.Pages.AllocPages(kernel, 0);
+            Assert.True(p != null);
+            held.Add((nint)p);
+        }
+        Assert.True(dirty.Writebacks > 0);
+        FreeAll(m, held);
+        AssertNothingLeaked(m);
+    }
+
+    [Fact]
     public void KswapdStopsWithTheMachine()
     {
         var m = Small();
