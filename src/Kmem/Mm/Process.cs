@@ -50,7 +50,7 @@ public sealed unsafe class Process : IPageOwner
     private ulong _mmapNext;
     private readonly ulong _brkStart;
     private ulong _brk;
-    private long _rss, _swap, _totalVm, _committed;
+    private long _rss, _swap, _totalVm, _committed, _hwm, _peakVm;
 
     public int Pid { get; }
     public string Comm { get; }
@@ -108,6 +108,7 @@ public sealed unsafe class Process : IPageOwner
             _vmas.Add(new Vma(start, start + ((ulong)pages << ArchProfile.PageShift), name));
             _vmas.Sort((a, b) => a.Start.CompareTo(b.Start));
             _totalVm += pages;
+            if (_totalVm > _peakVm) _peakVm = _totalVm;
             return start;
         }
     }
@@ -156,6 +157,7 @@ public sealed unsafe class Process : IPageOwner
                 else _vmas.Add(new Vma(_brkStart, newEnd, "[heap]"));
                 _vmas.Sort((a, b) => a.Start.CompareTo(b.Start));
                 _totalVm += pages;
+                if (_totalVm > _peakVm) _peakVm = _totalVm;
             }
             else if (newEnd < oldEnd)
             {
@@ -332,7 +334,7 @@ public sealed unsafe class Process : IPageOwner
             page0->Private = (nint)vpn;
             page0->MapCount = 0;
             *pte = ((ulong)_m.MemMap.PageToPfn(page0) << 12) | PtePresent;
-            _rss++;
+            if (++_rss > _hwm) _hwm = _rss;
             _r.Lru.Add(page0, anon: true, active: false);
             return dst;
         }
@@ -481,14 +483,16 @@ public sealed unsafe class Process : IPageOwner
     public string Status()
     {
         var s = Snapshot();
+        long hwm, peak;
+        lock (_lock) (hwm, peak) = (_hwm, _peakVm);
         var sb = new StringBuilder();
         sb.Append($"Name:\t{Comm}\n");
         sb.Append($"State:\t{(IsKilled ? "X (dead)" : "S (sleeping)")}\n");
         sb.Append($"Tgid:\t{Pid}\nPid:\t{Pid}\nUid:\t{Uid}\t{Uid}\t{Uid}\t{Uid}\n");
-        sb.Append($"VmPeak:\t{s.TotalVmPages * 4,8} kB\n");
+        sb.Append($"VmPeak:\t{peak * 4,8} kB\n");
         sb.Append($"VmSize:\t{s.TotalVmPages * 4,8} kB\n");
         sb.Append($"VmLck:\t{0,8} kB\nVmPin:\t{0,8} kB\n");
-        sb.Append($"VmHWM:\t{(s.RssAnon + s.RssFile) * 4,8} kB\n");
+        sb.Append($"VmHWM:\t{hwm * 4,8} kB\n");
         sb.Append($"VmRSS:\t{(s.RssAnon + s.RssFile) * 4,8} kB\n");
         sb.Append($"RssAnon:\t{s.RssAnon * 4,8} kB\nRssFile:\t{s.RssFile * 4,8} kB\nRssShmem:\t{0,8} kB\n");
         sb.Append($"VmData:\t{s.TotalVmPages * 4,8} kB\n");

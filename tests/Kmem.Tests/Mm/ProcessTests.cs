@@ -103,6 +103,9 @@ public unsafe class ProcessTests
         p.Brk(b0 + 4096);
         Assert.Equal(1, p.RssPages);
         Assert.Equal(1, p.TotalVmPages);
+        Assert.Contains("VmHWM:\t      40 kB", p.Status());
+        Assert.Contains("VmRSS:\t       4 kB", p.Status());
+        Assert.Contains("VmPeak:\t      40 kB", p.Status());
         ReclaimTests.AssertNothingLeaked(m);
     }
 }
