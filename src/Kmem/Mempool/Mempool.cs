@@ -65,6 +65,14 @@ public sealed class Mempool : IDisposable
     public static unsafe Mempool CreatePagePool(Machine m, int minNr, int order, string name = "page_pool") =>
         new(m, name, minNr, gfp => (nint)m.Pages.AllocPages(gfp, order), e => m.Pages.FreePages((PageFrame*)e, order));
 
+    /// <summary>mempool_create_slab_pool(min_nr, cache): elements are objects of <paramref name="cache"/>.</summary>
+    public static unsafe Mempool CreateSlabPool(Machine m, int minNr, Slab.KmemCache cache) =>
+        new(m, cache.Name, minNr, gfp => (nint)cache.Alloc(gfp), e => cache.Free((void*)e));
+
+    /// <summary>mempool_create_kmalloc_pool(min_nr, size): elements are kmalloc(size) buffers.</summary>
+    public static unsafe Mempool CreateKmallocPool(Machine m, int minNr, int size) =>
+        new(m, $"kmalloc-{size}", minNr, gfp => (nint)m.Slab.Kmalloc((nuint)size, gfp), e => m.Slab.Kfree((void*)e));
+
     /// <summary>mempool_alloc.</summary>
     public nint Alloc(Gfp gfp)
     {

@@ -45,6 +45,35 @@ public unsafe class MempoolTests
     }
 
     [Fact]
+    public void KmallocAndSlabPoolsServeFromTheReserveUnderPressure()
+    {
+        using var m = ReclaimTests.Small();
+        var cache = m.Slab.CreateCache("bio", 256)!;
+        using (var kpool = Pool.CreateKmallocPool(m, 8, 512))
+        using (var spool = Pool.CreateSlabPool(m, 8, cache))
+        {
+            var held = ReclaimTests.FillKernel(m);
+            held.AddRange(ReclaimTests.FillKernel(m, Gfp.Atomic));
+            m.Slab.ShrinkAll();
+            var got = new List<(Pool, nint)>();
+            // More than the reserve: the rest comes from partially used slabs, and none of it fails or sleeps past the reserve.
+            for (int i = 0; i < 8; i++)
+            {
+                got.Add((kpool, kpool.Alloc(Gfp.NoIo)));
+                got.Add((spool, spool.Alloc(Gfp.NoIo)));
+            }
+            Assert.All(got, g => Assert.NotEqual(0, g.Item2));
+            foreach (var (pool, e) in got) pool.Free(e);
+            Assert.Equal(8, kpool.CurrNr);
+            Assert.Equal(8, spool.CurrNr);
+            ReclaimTests.FreeAll(m, held);
+        }
+        m.Slab.DestroyCache(cache);
+        m.Slab.ShrinkAll();
+        ReclaimTests.AssertNothingLeaked(m);
+    }
+
+    [Fact]
     public void FreeBeyondTheReserveGoesBackToTheAllocator()
     {
         using var m = ReclaimTests.Small();
