@@ -17,7 +17,7 @@ public static class ReplayCommand
         "  without --ram/--zones the machine is sized from the trace's peak live memory";
 
     /// <summary>Builds the object allocators of a booted machine; null when the machine has none (page-only replay).</summary>
-    public static Func<Machine, IReplayObjects?> ObjectsFor { get; set; } = _ => null;
+    public static Func<Machine, IReplayObjects?> ObjectsFor { get; set; } = m => new MachineObjects(m);
 
     public static int Run(CliArgs args, TextWriter stdout)
     {

@@ -2,7 +2,7 @@ namespace Kmem.Replay;
 
 /// <summary>
 /// The object allocators a replay drives: kmalloc, named caches and vmalloc. A seam so the engine does not depend
-/// on how a machine exposes them (<c>MachineObjects</c> adapts a booted <see cref="Machine"/>; tests may pass a
+/// on how a machine exposes them (<see cref="MachineObjects"/> adapts a booted <see cref="Machine"/>; tests may pass a
 /// fake). Pointers are kmem addresses as <see cref="nint"/>; 0 means the allocation failed. Every method may throw a
 /// <see cref="KmemException"/> for a bad operation: the engine counts it as an allocator error and goes on.
 /// </summary>
@@ -19,6 +19,9 @@ public interface IReplayObjects
 
     /// <summary>kmem_cache_create(name, objectSize): a handle (&gt;= 0) or -1 if the cache cannot be created.</summary>
     int CreateCache(string name, int objectSize);
+
+    /// <summary>The slot size of a cache (Linux's s-&gt;size, what kmem_cache_alloc logs as bytes_alloc).</summary>
+    int CacheSlotSize(int cache);
 
     /// <summary>kmem_cache_alloc(cache, gfp).</summary>
     nint CacheAlloc(int cache, Gfp gfp);

@@ -305,7 +305,7 @@ public sealed unsafe class ReplayEngine
         {
             while (_cacheStatOfHandle.Count <= h) _cacheStatOfHandle.Add(-1);
             _cacheStatOfHandle[h] = _caches.Count;
-            _caches.Add(new CacheStat(name, kmalloc: false) { ObjectSize = size });
+            _caches.Add(new CacheStat(name, kmalloc: false) { ObjectSize = _objects.CacheSlotSize(h) });
         }
         return h;
     }

@@ -39,6 +39,7 @@ internal sealed unsafe class FakeObjects : IReplayObjects, IDisposable
     public long Ksize(nint p) => _sizes[p];
     public void Kfree(nint p) => Free(p, "kfree");
     public int CreateCache(string name, int objectSize) { Created.Add((name, objectSize)); return Created.Count - 1; }
+    public int CacheSlotSize(int cache) => Created[cache].Size;
     public nint CacheAlloc(int cache, Kmem.Gfp gfp) => New(Created[cache].Size, $"cache_alloc {Created[cache].Name}");
     public void CacheFree(int cache, nint p) => Free(p, $"cache_free {Created[cache].Name}");
     public bool HasVmalloc => true;
@@ -228,5 +229,46 @@ public sealed class ReplayEngineTests
             e.FreeAllLive();
             Assert.Null(m.Pages.CheckInvariants());
         }
+    }
+}
+
+public sealed class RealTraceReplayTests
+{
+    // The "Done": both real traces replay through kmem's slab and page allocators with zero size-class
+    // mismatches, zero allocator errors and a full report. The machine is sized from the trace as the CLI does.
+    [Theory]
+    [InlineData("fs.trace.zst")]
+    [InlineData("forkexec.trace.zst")]
+    public void Real_trace_replays_objects_with_zero_mismatches_and_errors(string name)
+    {
+        string path = TestData.TracePath(name);
+        long ram = ReplaySizing.RamFor(ReplaySizing.PeakLiveBytes(path, ReplayMode.Objects));
+        using var m = Machine.Boot(new MachineConfig { RamBytes = ram });
+        var e = new ReplayEngine(m, new MachineObjects(m));
+        ReplayReport rep;
+        using (var r = new FtraceReader(path))
+        {
+            e.Run(r);
+            rep = ReplayReport.Capture(e, name, r);
+        }
+        Assert.Equal(0, rep.KmallocSizeClassMismatches);
+        Assert.Equal(0, rep.CacheSizeMismatches);
+        Assert.Equal(0, rep.AllocatorErrors);
+        Assert.Equal(0, rep.AllocationFailures);
+        var stat = TraceStatistics.FromFile(path);
+        Assert.Equal(stat.Count(EventKind.Kmalloc), rep.KmallocChecked);
+        Assert.Equal(stat.UnknownFrees, rep.UnknownFrees);
+        Assert.Equal(stat.LiveObjects, rep.LiveObjectsAtEnd);
+        Assert.NotEmpty(rep.Slabs);
+        Assert.NotEmpty(rep.Caches);
+        Assert.NotEmpty(rep.TopSitesByBytes);
+        Assert.NotEmpty(rep.Outstanding);
+        Assert.All(rep.Zones, z => Assert.Equal(Kmem.PageAlloc.Zone.NrOrders, z.UnusableIndex.Length));
+        string text = rep.ToText();
+        foreach (string section in new[] { "EVENTS", "FIDELITY", "LIVE MEMORY", "CACHES", "SLAB EFFICIENCY", "FRAGMENTATION", "TOP CALL SITES BY BYTES", "TOP CALL SITES BY COUNT", "OUTSTANDING" })
+            Assert.Contains(section, text);
+        e.FreeAllLive();
+        Assert.Equal(0, e.AllocatorErrors);
+        Assert.Null(m.Pages.CheckInvariants());
     }
 }
