@@ -13,6 +13,8 @@ public static class Program
         ["run"] = ("run the main scenario on a booted machine (the default job)", RunCommand.Run),
         ["proc"] = ("print a /proc view: kmem proc NAME", ProcCommand.Run),
         ["slab"] = ("slab geometry for object sizes, slabinfo: kmem slab geometry --size N[,N...]", SlabCommand.Run),
+        ["replay"] = ("replay a Linux kmem trace through kmem: kmem replay TRACE", ReplayCommand.Run),
+        ["trace"] = ("trace tools: kmem trace stat TRACE (perf kmem stat)", TraceCommand.Run),
     };
 
     public static int Main(string[] args) => Execute(args, Console.Out, Console.Error);

@@ -140,9 +140,14 @@ public sealed unsafe class PageAllocator
         ZoneType highest = GfpZones.GfpZone(gfp, _zoneSet);
         MigrateType mt = GfpZones.MigrateTypeOf(gfp);
         PageFrame* page = GetPageFromFreelist(gfp, order, AllocFlags.WmarkLow, highest, mt);
-        if (page != null) return page;
-        return AllocPagesSlowpath(gfp, order, highest, mt);
+        if (page == null) page = AllocPagesSlowpath(gfp, order, highest, mt);
+        if (Tracing.Emit.Tracepoints.MmPageAllocOn && page != null) TracePageAlloc(page, order, mt, gfp);
+        return page;
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void TracePageAlloc(PageFrame* page, int order, MigrateType mt, Gfp gfp) =>
+        Tracing.Emit.Tracepoints.MmPageAlloc((nint)page, _map.PageToPfn(page), order, (int)mt, gfp);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private PageFrame* AllocPagesSlowpath(Gfp gfp, int order, ZoneType highest, MigrateType mt)
@@ -461,6 +466,7 @@ public sealed unsafe class PageAllocator
             page->Order != order || page->RefCount <= 0)
             BadFree(page, order);
         if (--page->RefCount > 0) return;
+        if (Tracing.Emit.Tracepoints.MmPageFreeOn) Tracing.Emit.Tracepoints.MmPageFree((nint)page, _map.PageToPfn(page), order);
         FreeFrozenPages(page, order);
     }
 
