@@ -49,7 +49,12 @@ namespace Kmem.Vmalloc;
 /// <para><b>5. NOMMU.</b> Without memfd (<see cref="PhysicalMemory.HasMemfd"/> false) nothing can be remapped, so
 /// vmalloc behaves as mm/nommu.c: the memory is physically contiguous, a compound block of 2^get_order(size) lowmem
 /// pages (kmalloc semantics there), vmalloc_to_page is virt_to_page, and is_vmalloc_addr is false.</para>
-/// <para><b>6. Deviations</b> (kmem is stricter where Linux is silent): vfree/vunmap must be given the area's start
+/// <para><b>6. Host limit.</b> Each separately mapped run of frames is one host VMA, and so is each unmapped gap
+/// between runs, so live areas × runs are bounded by the host's vm.max_map_count (65530 by default): about 30000
+/// isolated one-page areas. When the host refuses a mapping, vmalloc undoes everything and fails with a report,
+/// as for any other allocation failure. Frames are freed last-first so that the per-CPU list returns them in
+/// ascending order and steady-state areas map as one run.</para>
+/// <para><b>7. Deviations</b> (kmem is stricter where Linux is silent): vfree/vunmap must be given the area's start
 /// (Linux accepts any address inside); vunmap of a VM_ALLOC area is reported instead of leaking its pages;
 /// __GFP_ZERO is applied by clearing through the new mapping once, not per frame.</para>
 /// </remarks>
@@ -74,6 +79,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
     private long _lazyPages;
     private long _nrVmallocPages;
     private long _purges;
+    private readonly long _totalRamPages; // totalram_pages(), fixed after boot (read without LINQ on the hot path)
 
     // vfree_atomic: per-CPU llists of addresses awaiting vfree, a "work scheduled" flag and the work's lock.
     private readonly nint[] _deferred;
@@ -110,6 +116,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         _pages = m.Pages;
         _map = m.MemMap;
         _log = m.Log;
+        _totalRamPages = m.TotalRamPages;
         _free = new VaTree(_pool);
         _busy = new VaTree(_pool);
         _deferred = new nint[m.CpuCount * 8]; // one 64-byte line per CPU
@@ -175,7 +182,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         ulong realSize = size;
         ulong bytes = ((ulong)size + PageSize - 1) & ~(PageSize - 1);
         long nrPages = (long)(bytes >> PageShift);
-        if (bytes < realSize || nrPages > _m.TotalRamPages)
+        if (bytes < realSize || nrPages > _totalRamPages)
         {
             WarnAlloc(gfp, $"vmalloc error: size {realSize}, exceeds total pages");
             return null;
@@ -199,14 +206,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
             PageFrame* page = _pages.AllocPages(pageGfp, 0);
             if (page == null)
             {
-                for (long j = 0; j < i; j++)
-                {
-                    PageFrame* p = _map.PfnToPage(pte[j] - 1);
-                    pte[j] = 0;
-                    p->Flags &= ~PageFlags.Vmalloc;
-                    p->Private = 0;
-                    _pages.FreePages(p, 0);
-                }
+                FreeUnmappedPages(pte, i);
                 lock (_lock)
                 {
                     _busy.Remove(id);
@@ -219,7 +219,23 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
             page->Private = id;
             pte[i] = (uint)(_map.PageToPfn(page) + 1);
         }
-        MapRuns(host, pte, nrPages);
+        try
+        {
+            MapRuns(host, pte, nrPages);
+        }
+        catch (KmemException e)
+        {
+            // The host refused a mapping (vm.max_map_count: every separately mapped run is one host VMA).
+            _phys.UnmapRange(host, (nuint)bytes);
+            FreeUnmappedPages(pte, nrPages);
+            lock (_lock)
+            {
+                _busy.Remove(id);
+                FreeRangeLocked(id);
+            }
+            WarnAlloc(gfp, $"vmalloc error: size {realSize}, failed to map pages ({e.Message}; the host's vm.max_map_count bounds live mapped runs)");
+            return null;
+        }
         if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear(host, (nuint)bytes);
         Interlocked.Add(ref _nrVmallocPages, nrPages);
         _m.Stat.Add(VmItem.NrVmallocPages, nrPages);
@@ -228,6 +244,19 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         a.MappedPages = (int)nrPages;
         Volatile.Write(ref Unsafe.As<VmFlags, uint>(ref a.Flags), (uint)(a.Flags & ~VmFlags.Uninitialized));
         return host;
+    }
+
+    /// <summary>Give back the frames of a failed allocation (nothing maps them), last first, clearing their PTEs.</summary>
+    private void FreeUnmappedPages(uint* pte, long count)
+    {
+        for (long j = count - 1; j >= 0; j--)
+        {
+            PageFrame* p = _map.PfnToPage(pte[j] - 1);
+            pte[j] = 0;
+            p->Flags &= ~PageFlags.Vmalloc;
+            p->Private = 0;
+            _pages.FreePages(p, 0);
+        }
     }
 
     /// <summary>Map the pages of a PTE run, one mmap per run of consecutive PFNs.</summary>
@@ -247,7 +276,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
     /// <exception cref="KmemException">a pointer that is not a page descriptor of this machine.</exception>
     public byte* Vmap(ReadOnlySpan<nint> pages, VmFlags flags = VmFlags.Map, [CallerMemberName] string caller = "")
     {
-        if (pages.Length == 0 || pages.Length > _m.TotalRamPages) return null;
+        if (pages.Length == 0 || pages.Length > _totalRamPages) return null;
         foreach (nint p in pages)
             if (!_map.IsValidPage((PageFrame*)p))
                 throw Report(new KmemException($"vmap: {p:x} is not a struct page of this machine",
@@ -369,7 +398,10 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         // ... then the frames may go back to the page allocator.
         if ((v.Flags & VmFlags.Alloc) != 0)
         {
-            for (int i = 0; i < mapped; i++)
+            // Last page first: the per-CPU list is LIFO, so the next vmalloc gets these frames back in ascending
+            // PFN order and maps them with one mmap per run instead of one per page (Linux frees first page
+            // first, but its per-page PTE writes cost the same either way; ours cost a syscall and a host VMA per run).
+            for (int i = mapped - 1; i >= 0; i--)
             {
                 PageFrame* p = _map.PfnToPage(pte[i] - 1);
                 pte[i] = 0;
@@ -469,7 +501,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
                 PurgeLocked();
             }
         }
-        if ((gfp & Gfp.NoWarn) == 0)
+        if ((gfp & Gfp.NoWarn) == 0 && Ratelimit())
             _log.Write(LogLevel.Warning, $"vmap allocation for size {size} failed: use vmalloc=<size> to increase size");
         return 0;
     }
@@ -674,9 +706,32 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
     /// <summary>warn_alloc(gfp, NULL, fmt): the vmalloc failure report, with a free-memory summary.</summary>
     private void WarnAlloc(Gfp gfp, string what)
     {
-        if ((gfp & Gfp.NoWarn) != 0) return;
+        if ((gfp & Gfp.NoWarn) != 0 || !Ratelimit()) return;
         _log.Write(LogLevel.Warning,
             $"{CurrentTask.Comm}: {what}, mode:0x{(uint)gfp:x}({GfpFormat.Format(gfp)}), nodemask=(null)\n{_pages.ShowFreeAreas()}");
+    }
+
+    private long _rlWindowStart;
+    private int _rlCount;
+    private long _rlSuppressed;
+
+    /// <summary>printk_ratelimit(): at most 10 messages per 5 s (DEFAULT_RATELIMIT_BURST / _INTERVAL); the rest are counted.</summary>
+    private bool Ratelimit()
+    {
+        long now = Environment.TickCount64;
+        lock (_log)
+        {
+            if (now - _rlWindowStart > 5000)
+            {
+                if (_rlSuppressed > 0) _log.Write(LogLevel.Warning, $"vmalloc: {_rlSuppressed} callbacks suppressed");
+                _rlWindowStart = now;
+                _rlCount = 0;
+                _rlSuppressed = 0;
+            }
+            if (++_rlCount <= 10) return true;
+            _rlSuppressed++;
+            return false;
+        }
     }
 
     public void Dispose()

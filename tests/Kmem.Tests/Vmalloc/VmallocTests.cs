@@ -412,3 +412,35 @@ public unsafe class VmallocTests
         AssertNothingLeaked(m);
     }
 }
+
+public unsafe class VmallocGcFreeTests
+{
+    [Fact]
+    public void SteadyStateVmallocVfreeAndKmapAllocateNoManagedMemory()
+    {
+        using var m = VmallocTests.Boot32();
+        var vm = m.Vmalloc;
+        PageFrame* high = m.Pages.AllocPages(Gfp.HighUser, 0);
+        void Round()
+        {
+            for (int i = 0; i < 3000; i++) // crosses lazy_max_pages: includes purges
+            {
+                byte* p = vm.Vmalloc((nuint)((i % 7 + 1) * 4096));
+                *p = 1;
+                vm.Vfree(p);
+                byte* k = vm.Highmem.Kmap(high);
+                vm.Highmem.Kunmap(high);
+                byte* l = vm.Highmem.KmapLocalPage(high);
+                vm.Highmem.KunmapLocal(l);
+                _ = k;
+            }
+        }
+        Round(); // warm: pool chunks, JIT
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Round();
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0, allocated);
+        m.Pages.FreePages(high, 0);
+        VmallocTests.AssertNothingLeaked(m);
+    }
+}
