@@ -1,73 +1,37 @@
-using System.Runtime.InteropServices;
 using Kmem.Physical;
 
 namespace Kmem.Vmalloc;
 
 /// <summary>
-/// The kmalloc entry points kvmalloc needs. The slab branch's kmalloc implements it; until it attaches,
-/// <see cref="KmallocLarge"/> (kmalloc's page-allocator path) stands in.
+/// The kmalloc entry points kvmalloc needs: a seam so tests can observe the flags kvmalloc passes and make kmalloc
+/// fail on demand. The machine's slab allocator (<see cref="SlabKmalloc"/>) is the default.
 /// </summary>
 public unsafe interface IKmalloc
 {
-    /// <summary>kmalloc(size, gfp): null on failure; <see cref="KvConst.ZeroSizePtr"/> for size 0.</summary>
-    byte* Kmalloc(nuint size, Gfp gfp);
+    /// <summary>kmalloc(size, gfp): null on failure; ZERO_SIZE_PTR for size 0.</summary>
+    void* Kmalloc(nuint size, Gfp gfp);
     /// <summary>kfree(p): null and ZERO_SIZE_PTR are ignored.</summary>
     void Kfree(void* p);
     /// <summary>ksize(p): the usable size of the object.</summary>
     nuint Ksize(void* p);
+    /// <summary>krealloc(p, size, gfp).</summary>
+    void* Krealloc(void* p, nuint size, Gfp gfp);
 }
 
 public static unsafe class KvConst
 {
-    /// <summary>ZERO_SIZE_PTR: ((void *)16), what kmalloc(0) returns.</summary>
+    /// <summary>ZERO_SIZE_PTR: ((void *)16), what kmalloc(0) and krealloc(p, 0) return.</summary>
     public static byte* ZeroSizePtr => (byte*)16;
     public static bool IsZeroOrNull(void* p) => (nuint)p <= 16;
 }
 
-/// <summary>
-/// kmalloc_large (mm/slub.c __kmalloc_large_node): a compound block of 2^get_order(size) lowmem pages straight from
-/// the page allocator, which is what real kmalloc does above KMALLOC_MAX_CACHE_SIZE (two pages). Used for every size
-/// until the slab allocator attaches a real kmalloc; orders above MAX_PAGE_ORDER fail (warning unless __GFP_NOWARN).
-/// </summary>
-public sealed unsafe class KmallocLarge : IKmalloc
+/// <summary>kmalloc as the machine's SLUB allocator implements it (kmalloc caches up to 8 KiB, kmalloc_large above).</summary>
+public sealed unsafe class SlabKmalloc(Slab.SlabAllocator slab) : IKmalloc
 {
-    private readonly Machine _m;
-    public KmallocLarge(Machine m) => _m = m;
-
-    public byte* Kmalloc(nuint size, Gfp gfp)
-    {
-        if (size == 0) return KvConst.ZeroSizePtr;
-        int order = size > (nuint)int.MaxValue ? int.MaxValue : PageAlloc.PageAllocator.GetOrder((long)size);
-        if (order > PageAlloc.Zone.MaxOrder)
-        {
-            if ((gfp & Gfp.NoWarn) == 0)
-                _m.Log.Write(Diagnostics.LogLevel.Warning, $"WARNING: kmalloc_large: order:{order} is above MAX_PAGE_ORDER ({PageAlloc.Zone.MaxOrder}), size {size}");
-            return null;
-        }
-        PageFrame* page = _m.Pages.AllocPages((gfp | Gfp.Comp) & ~Gfp.HighMem, order);
-        return page == null ? null : _m.MemMap.PageAddress(page);
-    }
-
-    public void Kfree(void* p)
-    {
-        if (KvConst.IsZeroOrNull(p)) return;
-        PageFrame* page = _m.MemMap.VirtToPage(p);
-        if (page == null)
-        {
-            string r = $"BUG: kfree: 0x{_m.Physical.ToKernelVirtual(p):x} is not a kmalloc address";
-            _m.Log.Write(Diagnostics.LogLevel.Alert, r);
-            throw new KmemException(r, r);
-        }
-        page = _m.MemMap.CompoundHead(page);
-        _m.Pages.FreePages(page, page->Order);
-    }
-
-    public nuint Ksize(void* p)
-    {
-        if (KvConst.IsZeroOrNull(p)) return 0;
-        PageFrame* page = _m.MemMap.CompoundHead(_m.MemMap.VirtToPage(p));
-        return (nuint)ArchProfile.PageSize << page->Order;
-    }
+    public void* Kmalloc(nuint size, Gfp gfp) => slab.Kmalloc(size, gfp);
+    public void Kfree(void* p) => slab.Kfree(p);
+    public nuint Ksize(void* p) => slab.Ksize(p);
+    public void* Krealloc(void* p, nuint size, Gfp gfp) => slab.Krealloc(p, size, gfp);
 }
 
 public sealed unsafe partial class VmallocAllocator
@@ -96,7 +60,7 @@ public sealed unsafe partial class VmallocAllocator
     /// </summary>
     public byte* Kvmalloc(nuint size, Gfp flags, [System.Runtime.CompilerServices.CallerMemberName] string caller = "")
     {
-        byte* ret = Kmalloc.Kmalloc(size, KmallocGfpAdjust(flags, size));
+        byte* ret = (byte*)Kmalloc.Kmalloc(size, KmallocGfpAdjust(flags, size));
         if (ret != null || size <= (nuint)ArchProfile.PageSize) return ret;
         if (!flags.AllowsBlocking()) return null;
         if (size > int.MaxValue)
@@ -123,8 +87,16 @@ public sealed unsafe partial class VmallocAllocator
     /// <summary>kvfree(addr): vfree for vmalloc addresses, kfree otherwise.</summary>
     public void Kvfree(void* addr)
     {
-        if (IsVmallocAddr(addr)) Vfree(addr);
+        if (IsVmallocAddr(addr) || (IsNommu && IsNommuVmalloc(addr))) Vfree(addr);
         else Kmalloc.Kfree(addr);
+    }
+
+    // On NOMMU a vmalloc block is direct-mapped; its head page carries PageFlags.Vmalloc.
+    private bool IsNommuVmalloc(void* addr)
+    {
+        if (KvConst.IsZeroOrNull(addr)) return false;
+        PageFrame* page = _map.VirtToPage(addr);
+        return page != null && _map.CompoundHead(page)->Has(PageFlags.Vmalloc);
     }
 
     /// <summary>
@@ -134,7 +106,7 @@ public sealed unsafe partial class VmallocAllocator
     public byte* Kvrealloc(void* p, nuint size, Gfp flags, [System.Runtime.CompilerServices.CallerMemberName] string caller = "")
     {
         if (IsVmallocAddr(p)) return Vrealloc(p, size, flags, caller);
-        byte* n = Krealloc(p, size, KmallocGfpAdjust(flags, size));
+        byte* n = (byte*)Kmalloc.Krealloc(p, size, KmallocGfpAdjust(flags, size));
         if (n == null)
         {
             n = Kvmalloc(size, flags, caller);
@@ -144,25 +116,6 @@ public sealed unsafe partial class VmallocAllocator
                 Buffer.MemoryCopy(p, n, size, Math.Min(size, Kmalloc.Ksize(p)));
                 Kmalloc.Kfree(p);
             }
-        }
-        return n;
-    }
-
-    private byte* Krealloc(void* p, nuint size, Gfp flags)
-    {
-        if (size == 0)
-        {
-            Kmalloc.Kfree(p);
-            return KvConst.ZeroSizePtr;
-        }
-        nuint old = KvConst.IsZeroOrNull(p) ? 0 : Kmalloc.Ksize(p);
-        if (old >= size) return (byte*)p;
-        byte* n = Kmalloc.Kmalloc(size, flags);
-        if (n == null) return null;
-        if (old > 0)
-        {
-            Buffer.MemoryCopy(p, n, size, old);
-            Kmalloc.Kfree(p);
         }
         return n;
     }

@@ -93,7 +93,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
     public bool IsNommu { get; }
     /// <summary>lazy_max_pages(): fls(num_online_cpus()) * (32 MiB / PAGE_SIZE).</summary>
     public long LazyMaxPages { get; }
-    /// <summary>kmalloc for the kvmalloc family; the page-backed kmalloc_large path until slab attaches its own.</summary>
+    /// <summary>kmalloc for the kvmalloc family: the machine's slab allocator unless a test substitutes one.</summary>
     public IKmalloc Kmalloc { get; set; }
     /// <summary>Persistent and local kmap (HIGHMEM).</summary>
     public HighMem.Highmem Highmem { get; }
@@ -122,7 +122,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         _deferred = new nint[m.CpuCount * 8]; // one 64-byte line per CPU
         IsNommu = !_phys.HasMemfd || _phys.VmallocSize == 0;
         LazyMaxPages = (32 - BitOperations.LeadingZeroCount((uint)m.CpuCount)) * ((32L << 20) >> PageShift);
-        Kmalloc = new KmallocLarge(m);
+        Kmalloc = new SlabKmalloc(m.Slab);
         if (!IsNommu)
         {
             Start = _phys.VmallocStart;

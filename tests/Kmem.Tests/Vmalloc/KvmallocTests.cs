@@ -12,13 +12,18 @@ public unsafe class KvmallocTests
     {
         public bool Fail;
         public readonly List<(nuint Size, Gfp Gfp)> Calls = new();
-        public byte* Kmalloc(nuint size, Gfp gfp)
+        public void* Kmalloc(nuint size, Gfp gfp)
         {
             Calls.Add((size, gfp));
             return Fail ? null : real.Kmalloc(size, gfp);
         }
         public void Kfree(void* p) => real.Kfree(p);
         public nuint Ksize(void* p) => real.Ksize(p);
+        public void* Krealloc(void* p, nuint size, Gfp gfp)
+        {
+            Calls.Add((size, gfp));
+            return Fail ? null : real.Krealloc(p, size, gfp);
+        }
     }
 
     [Fact]
@@ -107,6 +112,20 @@ public unsafe class KvmallocTests
         byte* z = vm.Kvrealloc(q, 0, Gfp.Kernel);
         Assert.True(KvConst.IsZeroOrNull(z));
         vm.Kvfree(z);
+        VmallocTests.AssertNothingLeaked(m);
+    }
+
+    [Fact]
+    public void Nommu_FallbackBlockIsFreedByKvfree()
+    {
+        using var m = Machine.Boot(new MachineConfig { RamBytes = 128L << 20, ForceNoMemfd = true });
+        var rec = new RecordingKmalloc(m.Vmalloc.Kmalloc) { Fail = true };
+        m.Vmalloc.Kmalloc = rec;
+        byte* p = m.Vmalloc.Kvmalloc(64 << 10, Gfp.Kernel);
+        Assert.True(p != null);
+        Assert.False(m.Vmalloc.IsVmallocAddr(p)); // NOMMU: is_vmalloc_addr is always false
+        Assert.Equal(16, m.Vmalloc.NrVmallocPages);
+        m.Vmalloc.Kvfree(p);
         VmallocTests.AssertNothingLeaked(m);
     }
 }
