@@ -100,6 +100,7 @@ public sealed unsafe class Highmem : IDisposable
     /// <summary>kmap(page): a mapping that lasts until kunmap; sleeps while all LAST_PKMAP slots are in use.</summary>
     public byte* Kmap(PageFrame* page)
     {
+        Context.MightSleep(_m); // kmap may sleep for a slot: forbidden in atomic context
         CheckPage(page, "kmap");
         if (!NeedsMap(page)) return FlatAddress(page);
         long pfn = _map.PageToPfn(page);

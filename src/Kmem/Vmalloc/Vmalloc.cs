@@ -43,7 +43,8 @@ namespace Kmem.Vmalloc;
 /// and zeroing run outside it: the caller owns its range exclusively between taking it from the free tree and
 /// putting it on the busy tree (allocation) or between unlinking it from the busy tree and putting it on the lazy
 /// list (free). While pages are being allocated the area is busy with VM_UNINITIALIZED, which /proc/vmallocinfo
-/// skips. vfree may be called from any thread. vfree_atomic (<see cref="VfreeAtomic"/>) takes no lock: it pushes the
+/// skips. vfree may be called from any thread; in interrupt context (<see cref="Context.InInterrupt"/>) it defers
+/// itself to vfree_atomic as Linux's does, and with preemption or interrupts disabled might_sleep reports. vfree_atomic (<see cref="VfreeAtomic"/>) takes no lock: it pushes the
 /// address on a lock-free per-CPU list, stored in the freed memory itself as Linux's llist, and a work item (the
 /// thread pool standing in for schedule_work) does the real vfree later; <see cref="FlushDeferred"/> is flush_work.</para>
 /// <para><b>5. NOMMU.</b> Without memfd (<see cref="PhysicalMemory.HasMemfd"/> false) nothing can be remapped, so
@@ -170,6 +171,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
     /// <summary>__vmalloc_node_range: the one real allocation path.</summary>
     public byte* VmallocNodeRange(nuint size, ulong align, Gfp gfp, VmFlags flags, string caller)
     {
+        Context.MightAlloc(_m, gfp);
         if (Volatile.Read(ref _workScheduled) != 0) FlushDeferred();
         if (size == 0)
         {
@@ -301,6 +303,13 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
     /// <exception cref="KmemException">"Trying to vfree() nonexistent vm area": not the start of a live area.</exception>
     public void Vfree(void* addr)
     {
+        // vfree: from interrupt context the free is deferred (vfree_atomic); elsewhere it may sleep.
+        if (Context.InInterrupt)
+        {
+            VfreeAtomic(addr);
+            return;
+        }
+        Context.MightSleep(_m);
         if (Volatile.Read(ref _workScheduled) != 0) FlushDeferred();
         if (addr == null) return;
         if (IsNommu)
@@ -315,6 +324,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
     /// <summary>vunmap(addr): release a vmap() area; the frames stay the caller's.</summary>
     public void Vunmap(void* addr)
     {
+        Context.MightSleep(_m);
         if (addr == null) return;
         string? err = IsNommu ? $"WARNING: Trying to vunmap() nonexistent vm area ({Kva(addr)})" : Free(addr, VmFlags.Map, "vunmap");
         if (err != null) throw Report(new KmemException(FirstLine(err), err));

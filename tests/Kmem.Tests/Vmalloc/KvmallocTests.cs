@@ -84,7 +84,8 @@ public unsafe class KvmallocTests
         var held = new List<nint>();
         var all = new List<nint>();
         PageFrame* pg;
-        while ((pg = m.Pages.AllocPages(Gfp.Kernel | Gfp.MemAlloc | Gfp.NoWarn, 0)) != null) all.Add((nint)pg);
+        // No direct reclaim: just take every page, reserves included.
+        while ((pg = m.Pages.AllocPages(Gfp.Atomic | Gfp.MemAlloc | Gfp.NoWarn, 0)) != null) all.Add((nint)pg);
         all.Sort();
         for (int i = 0; i < all.Count; i++)
             if (i % 2 == 0) held.Add(all[i]); else m.Pages.FreePages((PageFrame*)all[i], 0);
