@@ -64,12 +64,13 @@ public static class RunCommand
             for (int o = Zone.MaxOrder; o >= 0; o--) if (z.NrFree(o) > 0) { largest = o; break; }
             stdout.WriteLine($"zone {z.Name,-7} free {z.FreePages,8} of {z.ManagedPages,8} managed pages, largest free block order {largest} ({(largest < 0 ? 0 : 4 << largest)} kB)");
         }
+        int vmallocRc = VmallocScenario.Run(m, stdout);
         string? broken = m.Pages.CheckInvariants();
         long leaked = m.TotalRamPages - m.FreePages;
         stdout.WriteLine();
         stdout.WriteLine($"{work.Total(threads)} operations in {sw.Elapsed.TotalSeconds:F2} s; free lists {(broken == null ? "consistent" : "BROKEN: " + broken)}; {leaked} pages not returned");
         bool slabOk = RunSlab(m, ops, seed, threads, progress, stdout);
-        return broken == null && leaked == 0 && slabOk ? 0 : 1;
+        return broken == null && leaked == 0 && slabOk && vmallocRc == 0 ? 0 : 1;
     }
 
     /// <summary>The slab part: object caches with constructors and kmalloc traffic of the trace's sizes.</summary>

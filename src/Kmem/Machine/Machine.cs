@@ -34,6 +34,8 @@ public sealed class Machine : IDisposable
     public SleepChecker SleepCheck => Pages.SleepCheck;
     /// <summary>Reclaim, kswapd, swap, shrinkers, OOM killer and the processes with user memory (the slow path).</summary>
     public Reclaim.Reclaimer Reclaim { get; }
+    /// <summary>vmalloc, vmap, kvmalloc and (through <see cref="Vmalloc.VmallocAllocator.Highmem"/>) kmap.</summary>
+    public Vmalloc.VmallocAllocator Vmalloc { get; }
 
     /// <summary>Swap space, in pages, once a swap device is attached (SwapTotal/SwapFree in meminfo).</summary>
     public long SwapTotalPages { get; set; }
@@ -55,6 +57,7 @@ public sealed class Machine : IDisposable
             // Subsystems attach here, in dependency order (each owns its native memory; see Own()).
             Slab = Own(new SlabAllocator(this));
             Reclaim = Own(new Reclaim.Reclaimer(this));
+            Vmalloc = Own(new Vmalloc.VmallocAllocator(this));
         }
         catch
         {
