@@ -1,115 +1,124 @@
-using System.Diagnostics;
-using Kmem.PageAlloc;
+using System.Text.Json;
 using Kmem.Proc;
 using Kmem.Scenario;
-using Kmem.Slab;
 
 namespace Kmem.Cli.Commands;
 
 /// <summary>
-/// <c>kmem run</c>: the main job. For now: boot the default machine (x86_64, 512 MiB, 2 CPUs), run a page-allocation
-/// workload of mixed orders and GFP types from two threads, and print buddyinfo before, at peak and after, with a summary.
+/// <c>kmem run</c>: the main job. Boots a machine (default x86_64, 512 MiB, 2 CPUs) and runs <see cref="MainScenario"/>:
+/// page allocator, slab, fork/exec, network receive in softirq, file-system caching, memory pressure with reclaim and
+/// the OOM killer, module loading with vmalloc (and HIGHMEM on x86_32), then teardown and a leak check.
 /// </summary>
 public static class RunCommand
 {
+    public const string Usage =
+        "usage: kmem run [--seed N] [--length X] [--json] [--no-progress] [boot options]\n" +
+        "  --length X   scale every phase's work (default 1; 0.2 is quick, 5 is long)\n" +
+        "  --json       print the summary as JSON on stdout (progress still goes to stderr)";
+
     public static int Run(CliArgs args, TextWriter stdout)
     {
         if (args.Has("help"))
         {
-            stdout.WriteLine($"usage: kmem run [--ops N] [--seed N] [--threads N] [--no-progress] [boot options]\n{BootOptions.Help}");
+            stdout.WriteLine($"{Usage}\n{BootOptions.Help}");
             return 0;
         }
         var cfg = BootOptions.Parse(args);
-        long ops = args.GetLong("ops", 200_000);
         int seed = args.GetInt("seed", 1);
-        int threads = args.GetInt("threads", cfg.Cpus);
+        string? lengthText = args.Get("length");
+        double length = 1;
+        if (lengthText != null && (!double.TryParse(lengthText, System.Globalization.CultureInfo.InvariantCulture, out length) || length <= 0 || length > 100))
+            throw new CliException($"--length: '{lengthText}' is not a number between 0 and 100");
+        bool json = args.Has("json");
         bool progress = !args.Has("no-progress");
         args.RejectUnknown();
-        if (ops < 1) throw new CliException("--ops must be positive");
-        if (threads < 1) throw new CliException("--threads must be positive");
 
         using var m = BootOptions.Boot(cfg);
-        stdout.WriteLine($"kmem: booted {cfg.Profile.Name}, {m.TotalRamPages * 4 / 1024} MiB managed, {cfg.Cpus} CPUs, min_free_kbytes {m.Pages.MinFreeKbytes}");
-        stdout.WriteLine();
-        stdout.WriteLine("buddyinfo at boot:");
-        stdout.Write(ProcViews.Buddyinfo(m));
+        // Reports (OOM kills, allocation failures) go to the kernel log; show the important ones as dmesg would.
+        var text = json ? TextWriter.Null : stdout;
+        text.WriteLine($"kmem: booted {cfg.Profile.Name}, {m.TotalRamPages * 4 / 1024} MiB managed in {m.Pages.Zones.Count} zones, {cfg.Cpus} CPUs, min_free_kbytes {m.Pages.MinFreeKbytes}");
+        text.WriteLine();
 
-        string? peak = null;
-        var work = new PageWorkload { OperationsPerThread = ops, Seed = seed, AtPeak = () => peak = ProcViews.Buddyinfo(m) };
-        var sw = Stopwatch.StartNew();
-        var runner = new Thread(() => work.Run(m, threads)) { IsBackground = true };
-        runner.Start();
-        var bar = new ProgressBar(stdout, "page allocation workload", work.Total(threads), progress);
-        while (!runner.Join(100)) bar.Update(work.Done);
-        bar.Finish();
-        sw.Stop();
+        var observer = new PhaseBars(text, progress && !json);
+        MainScenario.Result r;
+        using (var scenario = new MainScenario(m, new ScenarioOptions { Seed = seed, Length = length }, observer))
+            r = scenario.Run();
 
-        stdout.WriteLine();
-        stdout.WriteLine($"buddyinfo at peak ({work.PeakLivePages} pages live):");
-        stdout.Write(peak);
-        stdout.WriteLine();
-        stdout.WriteLine("buddyinfo after freeing everything:");
-        stdout.Write(ProcViews.Buddyinfo(m));
-        stdout.WriteLine();
-        stdout.WriteLine($"{"GFP type",-30} {"allocations",12} {"failures",10} {"pages",12}");
-        foreach (var (name, _, _) in PageWorkload.Types)
+        if (json)
         {
-            var t = work.Tally[name];
-            stdout.WriteLine($"{name,-30} {t.Allocations,12} {t.Failures,10} {t.Pages,12}");
+            using var w = new Utf8JsonWriter(Console.OpenStandardOutput(), new JsonWriterOptions { Indented = true });
+            MainScenario.WriteJson(r, w);
+            w.Flush();
+            Console.Out.WriteLine();
+            return r.Clean ? 0 : 1;
         }
-        stdout.WriteLine();
-        foreach (var z in m.Pages.Zones)
-        {
-            int largest = -1;
-            for (int o = Zone.MaxOrder; o >= 0; o--) if (z.NrFree(o) > 0) { largest = o; break; }
-            stdout.WriteLine($"zone {z.Name,-7} free {z.FreePages,8} of {z.ManagedPages,8} managed pages, largest free block order {largest} ({(largest < 0 ? 0 : 4 << largest)} kB)");
-        }
-        int vmallocRc = VmallocScenario.Run(m, stdout);
-        string? broken = m.Pages.CheckInvariants();
-        long leaked = m.TotalRamPages - m.FreePages;
-        stdout.WriteLine();
-        stdout.WriteLine($"{work.Total(threads)} operations in {sw.Elapsed.TotalSeconds:F2} s; free lists {(broken == null ? "consistent" : "BROKEN: " + broken)}; {leaked} pages not returned");
-        bool slabOk = RunSlab(m, ops, seed, threads, progress, stdout);
-        return broken == null && leaked == 0 && slabOk && vmallocRc == 0 ? 0 : 1;
+        PrintSummary(r, stdout);
+        return r.Clean ? 0 : 1;
     }
 
-    /// <summary>The slab part: object caches with constructors and kmalloc traffic of the trace's sizes.</summary>
-    private static bool RunSlab(Machine m, long ops, int seed, int threads, bool progress, TextWriter stdout)
+    private static void PrintSummary(MainScenario.Result r, TextWriter o)
     {
-        stdout.WriteLine();
-        string? peak = null;
-        string? peakMeminfo = null;
-        var work = new SlabWorkload
+        o.WriteLine();
+        o.WriteLine("== Allocations by GFP type");
+        o.WriteLine($"{"type",-30} {"allocations",12} {"failures",10} {"blocked ms",11}");
+        foreach (var e in r.Gfp)
+            o.WriteLine($"{e.Name,-30} {e.Allocations,12} {e.Failures,10} {e.BlockedMs,11:F1}");
+        o.WriteLine("GFP_ATOMIC and GFP_NOWAIT never block: they fail instead. GFP_KERNEL may sleep in reclaim; GFP_NOIO and");
+        o.WriteLine("GFP_NOFS may too, but reclaim may not start I/O (NOIO) or call into filesystems (NOFS) on their behalf.");
+        o.WriteLine();
+        o.WriteLine("== Reclaim and the OOM killer");
+        var rc = r.Reclaim;
+        o.WriteLine($"kswapd wakeups {rc.KswapdWakeups}, direct reclaim stalls {rc.DirectReclaimStalls}, pages scanned {rc.PagesScanned}, reclaimed {rc.PagesReclaimed}");
+        o.WriteLine($"swapped out {rc.PagesSwappedOut}, swapped in {rc.PagesSwappedIn}, page faults {rc.PageFaults} ({rc.MajorFaults} major), compaction stalls {rc.CompactStalls}, OOM kills {r.OomKills}");
+        foreach (var l in r.OomLog) o.WriteLine("  " + l.Split('\n')[0]);
+        o.WriteLine();
+        o.WriteLine("== Kernel vs user: the same memory asked for twice");
+        var k = r.KernelVsUser;
+        o.WriteLine($"a process mmap()s {k.Bytes >> 20} MiB in {k.UserMmapMs:F3} ms: {k.UserVmSizeKb} kB of address space, {k.UserRssAfterMmapKb} kB resident;");
+        o.WriteLine($"  touching {k.UserTouchedPages} pages makes {k.UserRssAfterTouchKb} kB resident (demand paging); those pages are pageable and only virtually contiguous.");
+        o.WriteLine($"the kernel asks alloc_pages for {k.Bytes >> 20} MiB in {k.KernelAllocMs:F3} ms: {k.KernelAllocatedKb} kB resident at once, in {k.KernelBlocks} physically");
+        o.WriteLine($"  contiguous order-{k.KernelBlockOrder} blocks, pinned (never swapped); MemFree dropped by {k.KernelFreeDropKb} kB.");
+        o.WriteLine();
+        o.WriteLine("== /proc/buddyinfo at boot, under pressure, at the end");
+        o.Write(r.BuddyinfoAtBoot);
+        o.Write(r.BuddyinfoUnderPressure);
+        o.Write(r.BuddyinfoAtEnd);
+        o.WriteLine();
+        o.WriteLine("== /proc/slabinfo under pressure (excerpt)");
+        o.Write(r.SlabinfoExcerpt);
+        o.WriteLine();
+        o.WriteLine("== /proc/vmallocinfo with modules loaded (excerpt)");
+        o.Write(r.VmallocinfoExcerpt);
+        if (r.Highmem.Length > 0)
         {
-            OperationsPerThread = ops, Seed = seed,
-            AtPeak = () => { peak = ProcViews.Render(m, "slabinfo"); peakMeminfo = ProcViews.Meminfo(m); },
-        };
-        var sw = Stopwatch.StartNew();
-        var runner = new Thread(() => work.Run(m, threads)) { IsBackground = true };
-        runner.Start();
-        var bar = new ProgressBar(stdout, "slab workload (dentry_like, inode_like, kmalloc)", work.Total(threads), progress);
-        while (!runner.Join(100)) bar.Update(work.Done);
-        bar.Finish();
-        sw.Stop();
-        static IEnumerable<string> Excerpt(string slabinfo) => slabinfo.Split('\n').Where((l, i) => i < 2 ||
-            (l.Length > 0 && !l.StartsWith("dma-", StringComparison.Ordinal) && !l.StartsWith("kmalloc-rcl", StringComparison.Ordinal) &&
-             !l.StartsWith("kmalloc-cg", StringComparison.Ordinal)));
-        stdout.WriteLine();
-        stdout.WriteLine("slabinfo at peak (excerpt):");
-        foreach (var l in Excerpt(peak ?? "")) stdout.WriteLine(l);
-        foreach (var l in (peakMeminfo ?? "").Split('\n').Where(l => l.StartsWith("Slab:") || l.StartsWith("SReclaimable:") || l.StartsWith("SUnreclaim:")))
-            stdout.WriteLine(l);
-        long live = m.Slab.Caches.Sum(c => c.LiveObjects);
-        stdout.WriteLine();
-        stdout.WriteLine($"constructor calls: dentry_like {work.DentryCtorCalls} ({work.Dentry!.NumSlabs} slabs now), inode_like {work.InodeCtorCalls}");
-        m.Slab.DestroyCache(work.Dentry);
-        m.Slab.DestroyCache(work.Inode);
-        int shrunk = m.Slab.ShrinkAll();
-        m.Pages.DrainAllPages();
-        string? slabBroken = m.Slab.Caches.Select(c => c.CheckInvariants()).FirstOrDefault(e => e != null);
-        long leaked = m.TotalRamPages - m.FreePages;
-        stdout.WriteLine($"{work.Total(threads)} slab operations in {sw.Elapsed.TotalSeconds:F2} s; {work.Errors} pattern errors; {live} objects live at the end; " +
-                         $"{shrunk} empty slabs shrunk; slab lists {(slabBroken == null ? "consistent" : "BROKEN: " + slabBroken)}; {leaked} pages not returned");
-        return work.Errors == 0 && live == 0 && slabBroken == null && leaked == 0;
+            o.WriteLine();
+            o.WriteLine("== HIGHMEM and the vmalloc window (x86_32)");
+            o.Write(r.Highmem);
+        }
+        o.WriteLine();
+        o.WriteLine("== Leak check");
+        o.WriteLine($"{r.LeakedPages} pages and {r.LeakedObjects} slab objects not returned; allocator state {(r.Inconsistency == null ? "consistent" : "BROKEN: " + r.Inconsistency)}");
+        o.WriteLine(r.Clean ? "OK: every page and object went back." : "FAILED: see above.");
+    }
+
+    /// <summary>One progress bar per phase, then the phase's one-line summary.</summary>
+    private sealed class PhaseBars(TextWriter o, bool enabled) : IScenarioObserver
+    {
+        private ProgressBar? _bar;
+        private string _name = "";
+
+        public void PhaseStarted(string name, long totalSteps)
+        {
+            _name = name;
+            _bar = new ProgressBar(o, name, totalSteps, enabled);
+        }
+
+        public void PhaseProgress(long doneSteps) => _bar?.Update(doneSteps);
+
+        public void PhaseFinished(string name, string summary)
+        {
+            _bar?.Finish();
+            o.WriteLine($"[{_name}] {summary}");
+        }
     }
 }

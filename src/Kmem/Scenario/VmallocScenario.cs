@@ -63,7 +63,8 @@ public static unsafe class VmallocScenario
         return broken == null && vm.BusyAreas == 0 && vm.NrVmallocPages == 0 ? 0 : 1;
     }
 
-    private static void Highmem32(Machine m, TextWriter w)
+    /// <summary>x86_32 only: vmalloc backed by HIGHMEM frames, kmap and kmap_local, and the vmalloc window running out while RAM is free.</summary>
+    public static void Highmem32(Machine m, TextWriter w)
     {
         var vm = m.Vmalloc;
         var km = vm.Highmem;
