@@ -92,11 +92,18 @@ public sealed unsafe class SlabAllocator : IDisposable
     private readonly Dictionary<string, KmemCache> _aliases = new(StringComparer.Ordinal);
     private readonly KmemCache[] _kmalloc = new KmemCache[(int)KmallocType.Count * KmallocIndexes];
     private int _nextId = 1;
+    // virt_to_page inputs, cached so kfree does pointer arithmetic on fields of this object only.
+    private readonly byte* _window;
+    private readonly nuint _directBytes;
+    private readonly PageFrame* _mapBase;
 
     public SlabAllocator(Machine machine)
     {
         _machine = machine;
         MemMap = machine.MemMap;
+        _window = machine.Physical.WindowBase;
+        _directBytes = (nuint)machine.Physical.LowmemPfnEnd * ArchProfile.PageSize;
+        _mapBase = machine.MemMap.Base;
         Pages = machine.Pages;
         Stat = machine.Stat;
         CpuCount = machine.CpuCount;
@@ -119,6 +126,8 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     internal MemMap MemMap { get; }
     internal byte* WindowBase => _machine.Physical.WindowBase;
+    /// <summary>Bytes of the direct map: virt_to_page is valid for WindowBase + [0, this).</summary>
+    internal nuint DirectMapBytes => (nuint)_machine.Physical.LowmemPfnEnd * ArchProfile.PageSize;
     internal PageAllocator Pages { get; }
     internal VmStat Stat { get; }
     public int CpuCount { get; }
@@ -273,7 +282,7 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>The cache of a slab page by id (page->slab_cache).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal KmemCache? CacheById(int id) => (uint)id < MaxCaches ? _byId[id] : null;
+    internal KmemCache? CacheById(int id) => (uint)id < MaxCaches ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), id) : null;
 
     // =====================================================================================================
     // kmalloc
@@ -289,10 +298,45 @@ public sealed unsafe class SlabAllocator : IDisposable
         2, 2, 2, 2, 2, 2, 2, 2,
     ];
 
+    /// <summary>
+    /// kmalloc_index for every size 1..8192 by (size - 1) / 8 (1024 bytes): above 192 the classes are powers of two
+    /// &gt;= 256, multiples of 8, so (size - 1) / 8 decides the class as fls(size - 1) does. The hot path is one load.
+    /// </summary>
+    private static readonly byte[] s_sizeToIndex = BuildSizeToIndex();
+
+    private static byte[] BuildSizeToIndex()
+    {
+        var t = new byte[KmallocMaxCacheSize / 8];
+        for (int i = 0; i < t.Length; i++)
+        {
+            int size = i * 8 + 1;
+            t[i] = (byte)(size <= 192 ? SizeIndex[i] : 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)size - 1));
+        }
+        return t;
+    }
+
     /// <summary>kmalloc_index: the kmalloc cache index of a size 1..8192 (size_index table up to 192, fls(size - 1) above).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int KmallocIndex(nuint size) =>
         size <= 192 ? SizeIndex[(int)(size - 1) >> 3] : 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)size - 1);
+
+    // kmalloc_type by the three deciding bits gathered as (DMA | RECLAIMABLE << 1 | ACCOUNT << 2):
+    // __GFP_DMA wins, then __GFP_RECLAIMABLE, then __GFP_ACCOUNT (KmallocTypeOf), times KmallocIndexes.
+    private static ReadOnlySpan<byte> TypeBase =>
+    [
+        (int)KmallocType.Normal * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+        (int)KmallocType.Reclaim * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+        (int)KmallocType.Cgroup * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+        (int)KmallocType.Reclaim * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+    ];
+
+    /// <summary>The three kmalloc_type bits of <paramref name="gfp"/> as a 0..7 index, without branches.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int TypeBits(Gfp gfp)
+    {
+        uint g = (uint)gfp;
+        return (int)((g & (uint)Gfp.Dma) | ((g >> 3) & 2) | ((g >> 20) & 4));
+    }
 
     public static int KmallocSizeOf(int index) => index switch { 1 => 96, 2 => 192, _ => 1 << index };
 
@@ -327,7 +371,12 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void* Kmalloc(nuint size, Gfp gfp)
     {
         if (size - 1 < KmallocMaxCacheSize)
-            return _kmalloc[(int)KmallocTypeOf(gfp) * KmallocIndexes + KmallocIndex(size)].Alloc(gfp);
+        {
+            // Two table loads, no branch: type base by the GFP bits, class by (size - 1) / 8 (both in range by construction).
+            int index = Unsafe.Add(ref MemoryMarshal.GetReference(TypeBase), TypeBits(gfp))
+                      + Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3));
+            return Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).Alloc(gfp);
+        }
         return KmallocSlow(size, gfp);
     }
 
@@ -370,10 +419,13 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void Kfree(void* p)
     {
         if ((nuint)p <= (nuint)ZeroSizePtr) return;
-        PageFrame* page = MemMap.VirtToPage(p);
-        if (page != null)
+        // virt_to_page on cached fields, then compound_head.
+        nuint at = (nuint)((byte*)p - _window);
+        PageFrame* page = null;
+        if (at < _directBytes)
         {
-            page = MemMap.CompoundHead(page);
+            page = _mapBase + (at >> ArchProfile.PageShift);
+            if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
             if ((page->Flags & PageFlags.Slab) != 0 && CacheById(page->SlabCache) is { } s)
             {
                 s.FreeObject(page, (nint)p);
