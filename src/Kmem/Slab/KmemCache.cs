@@ -1038,6 +1038,12 @@ public sealed unsafe class KmemCache
     public long NumSlabs => Interlocked.Read(ref _nrSlabs);
     /// <summary>Objects in those slabs (node total_objects).</summary>
     public long NumObjects => Interlocked.Read(ref _totalObjects);
+    /// <summary>Free objects held in threads' sheaves (exact when no alloc/free is running).</summary>
+    public long SheafObjects => _slot >= 0 ? ThreadSheaves.Held(_slot) : 0;
+
+    /// <summary>Does this cache put a sheaf in front of its CPU layer? (Not the debug caches.)</summary>
+    public bool HasSheaves => _slot >= 0;
+
     /// <summary>Slabs on the node partial list.</summary>
     public int NrPartial => Volatile.Read(ref _nrPartial);
 
