@@ -58,6 +58,10 @@ public sealed unsafe class KmemCache
     private readonly VmItem _statItem;
     private readonly byte* _window;        // direct map base (page_address = _window + pfn * PAGE_SIZE)
     private readonly PageFrame* _mapBase;  // mem_map
+    private readonly nuint _directBytes;   // size of the direct map (virt_to_page bound)
+    private readonly int _slot;            // global thread-sheaf slot, -1: no sheaves (debug caches)
+    private readonly int _sheafCap;        // objects a thread sheaf of this cache holds (<= ThreadSheaves.MaxCapacity)
+    private readonly int _sheafBatch;      // refill/flush batch: half a sheaf
 
     // Node (one node): list_lock and what it protects.
     private int _listLock;
@@ -101,6 +105,11 @@ public sealed unsafe class KmemCache
             | ((flags & SlabFlags.ReclaimAccount) != 0 ? Gfp.Reclaimable : 0);
         _statItem = (flags & SlabFlags.ReclaimAccount) != 0 ? VmItem.NrSlabReclaimable : VmItem.NrSlabUnreclaimable;
         Refcount = 1;
+        _directBytes = owner.DirectMapBytes;
+        // Sheaf capacity by object size, a guess that bounds what one thread holds per cache to 8-32 KiB.
+        _sheafCap = _size <= 256 ? ThreadSheaves.MaxCapacity : _size <= 1024 ? 16 : _size <= 4096 ? 8 : 4;
+        _sheafBatch = _sheafCap / 2;
+        _slot = _debug ? -1 : ThreadSheaves.Register(this);
         _cpu = (KmemCacheCpu*)NativeMemory.AlignedAlloc((nuint)(_nrCpus * sizeof(KmemCacheCpu)), 64);
         for (int c = 0; c < _nrCpus; c++)
             _cpu[c] = new KmemCacheCpu { Slab = PageFrame.None, Partial = PageFrame.None };
@@ -157,8 +166,99 @@ public sealed unsafe class KmemCache
     // =====================================================================================================
 
     /// <summary>kmem_cache_alloc: an object, or null when the page allocator fails.</summary>
+    /// <remarks>
+    /// Fast path: pop the calling thread's sheaf inside its Busy window (no atomic instruction, see the design
+    /// statement, section 5). Anything else (no sheaf yet, empty, a drainer owns it, a debug cache) is
+    /// <see cref="AllocSlow"/>.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc(Gfp gfp)
+    {
+        Sheaf* sh = ThreadSheaves.Current(_slot);
+        if (sh != null)
+        {
+            Volatile.Write(ref sh->Busy, 1);
+            if (Volatile.Read(ref sh->Stop) == 0)
+            {
+                int n = sh->Size - 1;
+                if (n >= 0)
+                {
+                    nint obj = sh->Objects[n];
+                    sh->Size = n;
+                    Volatile.Write(ref sh->Busy, 0);
+                    *(nint*)(obj + _offset) = 0; // a live object never looks free (see IsLikelyFree)
+                    if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
+                    return (void*)obj;
+                }
+            }
+            Volatile.Write(ref sh->Busy, 0);
+        }
+        return AllocSlow(gfp);
+    }
+
+    /// <summary>kmem_cache_zalloc.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void* Zalloc(Gfp gfp) => Alloc(gfp | Gfp.Zero);
+
+    /// <summary>
+    /// The sheaf is empty (or missing, or being drained): take half a sheaf from the CPU layer in one CPU-lock round
+    /// trip, return one object and keep the rest in the sheaf. Debug caches have no sheaves and come here every time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void* AllocSlow(Gfp gfp)
+    {
+        if (_slot < 0) return AllocCpu(gfp);
+        Sheaf* sh = ThreadSheaves.GetOrCreate(_slot);
+        nint* batch = stackalloc nint[ThreadSheaves.MaxCapacity];
+        int got = AllocFromCpu(gfp, batch, _sheafBatch);
+        if (got == 0) return null;
+        nint obj = batch[--got];
+        if (got != 0)
+        {
+            int stored = 0;
+            Volatile.Write(ref sh->Busy, 1);
+            if (Volatile.Read(ref sh->Stop) == 0)
+            {
+                int size = sh->Size;
+                stored = Math.Min(_sheafCap - size, got);
+                Buffer.MemoryCopy(batch + got - stored, sh->Objects + size, stored * sizeof(nint), stored * sizeof(nint));
+                sh->Size = size + stored;
+            }
+            Volatile.Write(ref sh->Busy, 0);
+            if (stored < got) FlushToCpu(batch, got - stored);
+        }
+        *(nint*)(obj + _offset) = 0;
+        if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
+        return (void*)obj;
+    }
+
+    /// <summary>
+    /// Take up to <paramref name="n"/> free objects from the CPU layer (one CPU-lock round trip, refilling the CPU
+    /// freelist as needed). They stay free-marked (their link words are untouched). Returns how many, fewer only when
+    /// the page allocator fails.
+    /// </summary>
+    private int AllocFromCpu(Gfp gfp, nint* dst, int n)
+    {
+        KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
+        int i = 0;
+        for (; i < n; i++)
+        {
+            nint obj = c->Freelist;
+            if (obj == 0)
+            {
+                obj = RefillLocked(ref c, gfp);
+                if (obj == 0) break;
+            }
+            c->Freelist = GetFreePointer(obj);
+            dst[i] = obj;
+        }
+        c->Allocs += i;
+        Volatile.Write(ref c->Lock, 0);
+        return i;
+    }
+
+    /// <summary>kmem_cache_alloc straight from the CPU layer (caches without sheaves: the debug caches).</summary>
+    private void* AllocCpu(Gfp gfp)
     {
         KmemCacheCpu* c = _cpu + Cpu.Current(_nrCpus);
         if (Interlocked.CompareExchange(ref c->Lock, 1, 0) == 0)
@@ -167,7 +267,7 @@ public sealed unsafe class KmemCache
             if (obj != 0 && !_debug)
             {
                 c->Freelist = GetFreePointer(obj);
-                *(nint*)(obj + _offset) = 0; // a live object never looks free (see IsLikelyFree)
+                *(nint*)(obj + _offset) = 0;
                 c->Allocs++;
                 Volatile.Write(ref c->Lock, 0);
                 if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
@@ -175,18 +275,7 @@ public sealed unsafe class KmemCache
             }
             return AllocSlowLocked(c, gfp);
         }
-        return AllocContended(gfp);
-    }
-
-    /// <summary>kmem_cache_zalloc.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void* Zalloc(Gfp gfp) => Alloc(gfp | Gfp.Zero);
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void* AllocContended(Gfp gfp)
-    {
-        KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
-        return AllocSlowLocked(c, gfp);
+        return AllocSlowLocked(LockCpu(Cpu.Current(_nrCpus)), gfp);
     }
 
     /// <summary>___slab_alloc with the CPU lock held; returns with it released.</summary>
@@ -354,14 +443,20 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(void* x)
     {
-        PageFrame* page = _map.VirtToPage(x);
-        if (page == null) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
-        page = _map.CompoundHead(page);
+        nuint at = (nuint)((byte*)x - _window); // virt_to_page on cached fields
+        if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
+        PageFrame* page = _mapBase + (at >> ArchProfile.PageShift);
+        if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
         if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
         FreeObject(page, (nint)x);
     }
 
     /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache.</summary>
+    /// <remarks>
+    /// Fast path: the slot check (a multiply) and the double-free check (the link word of a free object always
+    /// decodes to null or into its slab; a live one never does), then a push onto the calling thread's sheaf inside
+    /// its Busy window. The pushed object's link word is set to the encoded null, so it looks free while it sits there.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void FreeObject(PageFrame* slab, nint x)
     {
@@ -371,7 +466,68 @@ public sealed unsafe class KmemCache
             FreeChecked(slab, x);
             return;
         }
-        if (_debug) DebugOnFree(x);
+        Sheaf* sh = ThreadSheaves.Current(_slot);
+        if (sh != null)
+        {
+            SetFreePointer(x, 0);
+            Volatile.Write(ref sh->Busy, 1);
+            if (Volatile.Read(ref sh->Stop) == 0)
+            {
+                int n = sh->Size;
+                if (n < _sheafCap)
+                {
+                    sh->Objects[n] = x;
+                    sh->Size = n + 1;
+                    Volatile.Write(ref sh->Busy, 0);
+                    return;
+                }
+            }
+            Volatile.Write(ref sh->Busy, 0);
+        }
+        FreeSlow(slab, x);
+    }
+
+    /// <summary>
+    /// The sheaf is full (or missing, or being drained): move its older half to the CPU layer in one CPU-lock round
+    /// trip and keep <paramref name="x"/>. Debug caches have no sheaves and free through the CPU slab every time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeSlow(PageFrame* slab, nint x)
+    {
+        if (_slot < 0)
+        {
+            if (_debug) DebugOnFree(x);
+            FreeCpu(slab, x);
+            return;
+        }
+        SetFreePointer(x, 0);
+        Sheaf* sh = ThreadSheaves.GetOrCreate(_slot);
+        nint* batch = stackalloc nint[ThreadSheaves.MaxCapacity + 1];
+        int taken = 0;
+        bool kept = false;
+        Volatile.Write(ref sh->Busy, 1);
+        if (Volatile.Read(ref sh->Stop) == 0)
+        {
+            int n = sh->Size;
+            if (n >= _sheafCap)
+            {
+                taken = _sheafBatch;
+                Buffer.MemoryCopy(sh->Objects, batch, taken * sizeof(nint), taken * sizeof(nint));
+                Buffer.MemoryCopy(sh->Objects + taken, sh->Objects, (n - taken) * sizeof(nint), (n - taken) * sizeof(nint));
+                n -= taken;
+            }
+            sh->Objects[n] = x;
+            sh->Size = n + 1;
+            kept = true;
+        }
+        Volatile.Write(ref sh->Busy, 0);
+        if (!kept) batch[taken++] = x;
+        FlushToCpu(batch, taken);
+    }
+
+    /// <summary>kmem_cache_free through the CPU layer: push if the object's slab is the CPU slab, else __slab_free.</summary>
+    private void FreeCpu(PageFrame* slab, nint x)
+    {
         int pfn = (int)_map.PageToPfn(slab);
         KmemCacheCpu* c = _cpu + Cpu.Current(_nrCpus);
         if (Interlocked.CompareExchange(ref c->Lock, 1, 0) == 0)
@@ -387,6 +543,59 @@ public sealed unsafe class KmemCache
             Volatile.Write(ref c->Lock, 0);
         }
         SlabFree(slab, x, x, 1);
+    }
+
+    /// <summary>The slab (head page) of an object known to be in one of this cache's slabs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private PageFrame* SlabOf(nint x)
+    {
+        PageFrame* page = _mapBase + ((nuint)((byte*)x - _window) >> ArchProfile.PageShift);
+        return (page->Flags & PageFlags.Tail) != 0 ? _mapBase + page->CompoundHead : page;
+    }
+
+    /// <summary>
+    /// Give free objects (validated, free-marked: from a sheaf) back to the CPU layer: runs in the CPU slab are pushed
+    /// on c->freelist under one CPU-lock round trip; a run from another slab goes to __slab_free as one chain
+    /// (build_detached_freelist). Takes the CPU lock; never called inside a sheaf window.
+    /// </summary>
+    internal void FlushToCpu(nint* objs, int n)
+    {
+        int i = 0;
+        while (i < n)
+        {
+            KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
+            int cpuSlab = c->Slab;
+            nint fl = c->Freelist;
+            int pushed = 0;
+            for (; i < n; i++)
+            {
+                nint x = objs[i];
+                if ((int)_map.PageToPfn(SlabOf(x)) != cpuSlab) break;
+                SetFreePointer(x, fl);
+                fl = x;
+                pushed++;
+            }
+            c->Freelist = fl;
+            c->Frees += pushed;
+            Volatile.Write(ref c->Lock, 0);
+            if (i == n) break;
+            nint head = objs[i++];
+            PageFrame* slab = SlabOf(head);
+            nint tail = head;
+            int cnt = 1;
+            for (; i < n && SlabOf(objs[i]) == slab; i++, cnt++)
+            {
+                SetFreePointer(objs[i], head);
+                head = objs[i];
+            }
+            SlabFree(slab, head, tail, cnt);
+        }
+    }
+
+    /// <summary>Empty every thread's sheaf of this cache into the CPU layer (flush_all's first step; section 5).</summary>
+    public void DrainSheaves()
+    {
+        if (_slot >= 0) ThreadSheaves.Drain(_slot, this);
     }
 
     /// <summary>Does the word at the free pointer decode to a freelist link of this slab? (Confirmed by a walk.)</summary>
@@ -413,6 +622,10 @@ public sealed unsafe class KmemCache
     /// <summary>on_freelist over every list an object of <paramref name="slab"/> can be on, with all CPU locks then the slab lock held.</summary>
     private bool OnAnyFreelist(PageFrame* slab, nint x)
     {
+        // Objects in thread sheaves are on no freelist: put them back first. If that emptied the slab and it went
+        // back to the page allocator, every object in it was free, x included.
+        DrainSheaves();
+        if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id) return true;
         int pfn = (int)_map.PageToPfn(slab);
         for (int i = 0; i < _nrCpus; i++) LockCpu(i);
         SlabLock(slab);
@@ -665,31 +878,39 @@ public sealed unsafe class KmemCache
     // =====================================================================================================
 
     /// <summary>kmem_cache_alloc_bulk: fill <paramref name="objects"/>; returns its length, or 0 (nothing allocated) on failure.</summary>
+    /// <remarks>From the calling thread's sheaf in one window, the rest from the CPU layer in one CPU-lock round trip.</remarks>
     public int AllocBulk(Gfp gfp, Span<nint> objects)
     {
         int n = objects.Length;
         if (n == 0) return 0;
-        KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
-        int i = 0;
-        for (; i < n; i++)
+        fixed (nint* dst = objects)
         {
-            nint obj = c->Freelist;
-            if (obj == 0)
+            int i = 0;
+            Sheaf* sh = ThreadSheaves.Current(_slot);
+            if (sh != null)
             {
-                obj = RefillLocked(ref c, gfp);
-                if (obj == 0) break;
+                Volatile.Write(ref sh->Busy, 1);
+                if (Volatile.Read(ref sh->Stop) == 0)
+                {
+                    int size = sh->Size;
+                    i = Math.Min(n, size);
+                    size -= i;
+                    Buffer.MemoryCopy(sh->Objects + size, dst, i * sizeof(nint), i * sizeof(nint));
+                    sh->Size = size;
+                }
+                Volatile.Write(ref sh->Busy, 0);
             }
-            c->Freelist = GetFreePointer(obj);
-            *(nint*)(obj + _offset) = 0;
-            objects[i] = obj;
-        }
-        c->Allocs += i;
-        Volatile.Write(ref c->Lock, 0);
-        if (i < n)
-        {
-            FreeBulk(objects[..i]);
-            objects[..i].Clear();
-            return 0;
+            if (i < n)
+            {
+                i += AllocFromCpu(gfp, dst + i, n - i);
+                if (i < n)
+                {
+                    FlushToCpu(dst, i); // still free-marked: straight back
+                    objects.Clear();
+                    return 0;
+                }
+            }
+            for (int j = 0; j < n; j++) *(nint*)(dst[j] + _offset) = 0;
         }
         if (_debug || (gfp & Gfp.Zero) != 0)
             foreach (nint obj in objects)
@@ -700,28 +921,41 @@ public sealed unsafe class KmemCache
         return n;
     }
 
-    /// <summary>kmem_cache_free_bulk: one CPU-lock round trip for every run of objects in the CPU slab.</summary>
+    /// <summary>
+    /// kmem_cache_free_bulk: objects that pass the fast-path checks go onto the calling thread's sheaf in one window;
+    /// an object that fails one, or finds the sheaf full, takes <see cref="Free"/> (which reports or flushes).
+    /// </summary>
     public void FreeBulk(ReadOnlySpan<nint> objects)
     {
         int i = 0;
-        while (i < objects.Length)
+        int len = objects.Length;
+        while (i < len)
         {
-            KmemCacheCpu* c = LockCpu(Cpu.Current(_nrCpus));
-            for (; i < objects.Length; i++)
+            Sheaf* sh = ThreadSheaves.Current(_slot);
+            if (sh != null)
             {
-                nint x = objects[i];
-                PageFrame* slab = _map.VirtToPage((void*)x);
-                if (slab == null) break;
-                slab = _map.CompoundHead(slab);
-                if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id || (int)_map.PageToPfn(slab) != c->Slab || _debug) break;
-                nint off = x - SlabBase(slab) - _bias;
-                if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x)) break;
-                SetFreePointer(x, c->Freelist);
-                c->Freelist = x;
-                c->Frees++;
+                Volatile.Write(ref sh->Busy, 1);
+                if (Volatile.Read(ref sh->Stop) == 0)
+                {
+                    int size = sh->Size;
+                    for (; i < len && size < _sheafCap; i++)
+                    {
+                        nint x = objects[i];
+                        nuint at = (nuint)((byte*)x - _window);
+                        if (at >= _directBytes) break;
+                        PageFrame* slab = _mapBase + (at >> ArchProfile.PageShift);
+                        if ((slab->Flags & PageFlags.Tail) != 0) slab = _mapBase + slab->CompoundHead;
+                        if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id) break;
+                        nint off = x - SlabBase(slab) - _bias;
+                        if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x)) break;
+                        SetFreePointer(x, 0);
+                        sh->Objects[size++] = x;
+                    }
+                    sh->Size = size;
+                }
+                Volatile.Write(ref sh->Busy, 0);
             }
-            Volatile.Write(ref c->Lock, 0);
-            if (i < objects.Length) Free((void*)objects[i++]);
+            if (i < len) Free((void*)objects[i++]);
         }
     }
 
@@ -732,6 +966,7 @@ public sealed unsafe class KmemCache
     /// <summary>flush_all: every CPU's slab and partial list go back to the node.</summary>
     public void FlushAll()
     {
+        DrainSheaves();
         for (int i = 0; i < _nrCpus; i++)
         {
             KmemCacheCpu* c = LockCpu(i);
@@ -789,6 +1024,7 @@ public sealed unsafe class KmemCache
     {
         if (_cpu != null)
         {
+            if (_slot >= 0) ThreadSheaves.Unregister(_slot);
             NativeMemory.AlignedFree(_cpu);
             _cpu = null;
         }
@@ -802,6 +1038,12 @@ public sealed unsafe class KmemCache
     public long NumSlabs => Interlocked.Read(ref _nrSlabs);
     /// <summary>Objects in those slabs (node total_objects).</summary>
     public long NumObjects => Interlocked.Read(ref _totalObjects);
+    /// <summary>Free objects held in threads' sheaves (exact when no alloc/free is running).</summary>
+    public long SheafObjects => _slot >= 0 ? ThreadSheaves.Held(_slot) : 0;
+
+    /// <summary>Does this cache put a sheaf in front of its CPU layer? (Not the debug caches.)</summary>
+    public bool HasSheaves => _slot >= 0;
+
     /// <summary>Slabs on the node partial list.</summary>
     public int NrPartial => Volatile.Read(ref _nrPartial);
 
@@ -810,7 +1052,7 @@ public sealed unsafe class KmemCache
     {
         get
         {
-            long n = -Interlocked.Read(ref _slowFrees);
+            long n = -Interlocked.Read(ref _slowFrees) - (_slot >= 0 ? ThreadSheaves.Held(_slot) : 0);
             for (int i = 0; i < _nrCpus; i++) n += Volatile.Read(ref _cpu[i].Allocs) - Volatile.Read(ref _cpu[i].Frees);
             return n;
         }

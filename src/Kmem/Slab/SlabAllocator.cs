@@ -20,7 +20,10 @@ namespace Kmem.Slab;
 ///    swab(&amp;link). Constructors run once per object when its slab is created, never per allocation.
 /// 2. Data structures. <see cref="KmemCache"/>: layout (<see cref="SlabGeometry"/>), per-CPU
 ///    <c>KmemCacheCpu</c> (native, 64 bytes each: lockless-in-effect freelist, CPU slab, CPU partial list) and one
-///    node (list_lock, partial list, nr_partial, nr_slabs, total_objects). The slab descriptor is the head
+///    node (list_lock, partial list, nr_partial, nr_slabs, total_objects). In front of the CPU layer, per thread:
+///    a <see cref="Sheaf"/> (native array of up to 32 free objects, Linux 6.18's slab_sheaf owned by a thread instead
+///    of a CPU), found through the thread's <see cref="SheafTable"/> by the cache's global sheaf slot
+///    (<see cref="ThreadSheaves"/>). The slab descriptor is the head
 ///    <see cref="PageFrame"/>: <c>Flags</c> has Slab; <c>SlabCache</c> = cache id; <c>Freelist</c> = first free object
 ///    not owned by a CPU; <c>Inuse</c>, <c>Objects</c>, <c>Frozen</c>; <c>Next/Prev</c> = node partial links (PFNs) or
 ///    the CPU partial chain (Next only); <c>Mapping</c> = state bits (OnNodePartial, OnCpuPartial, RcuPending | stamp);
@@ -43,13 +46,36 @@ namespace Kmem.Slab;
 ///       becomes empty), in which case it takes list_lock first and re-reads the slab.
 ///    The page allocator's locks are only taken with none of these held, except list_lock in none and the CPU lock in none
 ///    (new slabs are allocated with the CPU lock dropped).
-/// 5. Fast paths (AggressiveInlining): alloc = CAS the CPU lock, pop c->freelist, clear the link word, release.
-///    Free = virt_to_page, compound_head, check Slab and cache id, check the offset is a slot (a multiply:
-///    Lemire's divisibility test), check the link word does not decode to a link of this slab (a free object always
-///    does, a live one never does: the alloc fast path clears it), CAS the CPU lock, push if the slab is the CPU slab.
+///    The sheaf registry lock (<c>ThreadSheaves.s_lock</c>, global) sits between a and b: slot registration, thread
+///    tables, every drain and thread-exit flush (which then take b, c, d and the page allocator's locks).
+/// 5. Fast paths (AggressiveInlining), no atomic instruction on either:
+///    alloc = find the thread's sheaf (one [ThreadStatic] load, a bounds check, a load), open its window, pop, close
+///    it, clear the link word. Free = virt_to_page on cached fields, compound_head, check Slab and cache id, check the
+///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to a link of
+///    this slab (a free object always does, a live one never does: the alloc paths clear it), write the encoded null
+///    link (so the object looks free while in the sheaf), open the window, push, close it. That link check is the
+///    immediate double-free check (SLUB's "object at the head of the freelist" test): it catches a second free of an
+///    object sitting in any sheaf or on any freelist, confirmed in the cold path by draining the sheaves and walking
+///    the freelists; __slab_free's head == prior test stays as a second line.
+///    Sheaf ownership (what replaces preempt_disable): only the owning thread changes Size/Objects, and only inside
+///    a window: <c>Busy = 1; if (Stop == 0) { ... }; Busy = 0</c> (plain stores; no locks, calls, waits or throws
+///    inside). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
+///    holds the registry lock, sets Stop on every thread's sheaf of the cache, issues
+///    <see cref="Interlocked.MemoryBarrierProcessWide"/> (sys_membarrier: every running thread passes a full barrier),
+///    waits for Busy == 0, empties the sheaf into the CPU layer and clears Stop. Invariant: after the barrier an owner
+///    either has its Busy = 1 visible to the drainer (the drainer waits) or reads Stop == 1 (it takes the slow path
+///    without touching the sheaf), so the owner and a drainer never both touch a sheaf (asymmetric Dekker). A
+///    race would show as an object in two places: the stress tests tag objects and check nobody overwrote them.
+///    Slow paths (NoInlining): an empty sheaf takes half a sheaf (16) from the CPU layer in one CPU-lock round trip;
+///    a full one gives its older half back the same way (CPU-slab objects onto c->freelist, others to __slab_free as
+///    one chain per slab). So the CPU lock (one CAS) is taken once per 16 operations instead of on every one. Debug
+///    caches (red zone, poison, store user) have no sheaves: their hooks run on the CPU path as before.
+///    Thread exit: a thread's table is owned by a finalizable object rooted only by the thread's [ThreadStatic];
+///    after the thread exits a GC finalizes it and the objects go back to their caches through the CPU layer.
+///    Memory a thread may hold per cache: 32 objects up to 256 bytes, 16 up to 1 KiB, 8 up to 4 KiB, 4 above (a
+///    guess bounding it to 8-32 KiB). Sheaf objects count as in use in slabinfo (as CPU freelists do);
+///    LiveObjects subtracts them.
 ///    Everything else is NoInlining: refill (remote frees, CPU partial, node partial, new slab), __slab_free, reports.
-///    The immediate double free (object at the head of the freelist) is caught by the link check and, again, in
-///    __slab_free's head == prior test, as SLUB's set_freepointer check.
 /// 6. Bad frees (kfree/kmem_cache_free of a pointer outside the direct map, into the middle of an object, of an object
 ///    already free or never allocated, of a page that is not a kmalloc allocation, to the wrong cache) are detected
 ///    before any list or freelist is written: a report in SLUB's format (BUG cache: reason, Slab ..., Object 0x.. @offset=N)
@@ -66,8 +92,8 @@ namespace Kmem.Slab;
 /// 8. SLAB_TYPESAFE_BY_RCU: an empty slab is not returned at once: it is stamped with <see cref="Rcu.Stamp"/> and
 ///    queued; <see cref="Rcu.Poll"/> at the next safe point (a new-slab allocation or a shrink of that cache) frees the
 ///    slabs whose grace period has passed. <see cref="RcuBarrier"/> waits for all of them.
-/// 9. GC-free: after boot no alloc/free path allocates managed memory (per-CPU state is native; locks are ints;
-///    only reports and cache creation allocate).
+/// 9. GC-free: after boot no alloc/free path allocates managed memory (per-CPU state and sheaves are native; locks
+///    are ints; only reports, cache creation and a thread's first use of the slab allocator, its table owner, allocate).
 /// 10. Deviations: one NUMA node; no full list (SLUB keeps none without debugging either); the debug flags lay out
 ///    and write poison, red zones and tracks, but the checks on free come with the debugging issue; active_objs in
 ///    slabinfo counts objects on CPU freelists as active, as SLUB does.
@@ -92,11 +118,18 @@ public sealed unsafe class SlabAllocator : IDisposable
     private readonly Dictionary<string, KmemCache> _aliases = new(StringComparer.Ordinal);
     private readonly KmemCache[] _kmalloc = new KmemCache[(int)KmallocType.Count * KmallocIndexes];
     private int _nextId = 1;
+    // virt_to_page inputs, cached so kfree does pointer arithmetic on fields of this object only.
+    private readonly byte* _window;
+    private readonly nuint _directBytes;
+    private readonly PageFrame* _mapBase;
 
     public SlabAllocator(Machine machine)
     {
         _machine = machine;
         MemMap = machine.MemMap;
+        _window = machine.Physical.WindowBase;
+        _directBytes = (nuint)machine.Physical.LowmemPfnEnd * ArchProfile.PageSize;
+        _mapBase = machine.MemMap.Base;
         Pages = machine.Pages;
         Stat = machine.Stat;
         CpuCount = machine.CpuCount;
@@ -119,6 +152,8 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     internal MemMap MemMap { get; }
     internal byte* WindowBase => _machine.Physical.WindowBase;
+    /// <summary>Bytes of the direct map: virt_to_page is valid for WindowBase + [0, this).</summary>
+    internal nuint DirectMapBytes => (nuint)_machine.Physical.LowmemPfnEnd * ArchProfile.PageSize;
     internal PageAllocator Pages { get; }
     internal VmStat Stat { get; }
     public int CpuCount { get; }
@@ -273,7 +308,7 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>The cache of a slab page by id (page->slab_cache).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal KmemCache? CacheById(int id) => (uint)id < MaxCaches ? _byId[id] : null;
+    internal KmemCache? CacheById(int id) => (uint)id < MaxCaches ? Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), id) : null;
 
     // =====================================================================================================
     // kmalloc
@@ -289,10 +324,45 @@ public sealed unsafe class SlabAllocator : IDisposable
         2, 2, 2, 2, 2, 2, 2, 2,
     ];
 
+    /// <summary>
+    /// kmalloc_index for every size 1..8192 by (size - 1) / 8 (1024 bytes): above 192 the classes are powers of two
+    /// &gt;= 256, multiples of 8, so (size - 1) / 8 decides the class as fls(size - 1) does. The hot path is one load.
+    /// </summary>
+    private static readonly byte[] s_sizeToIndex = BuildSizeToIndex();
+
+    private static byte[] BuildSizeToIndex()
+    {
+        var t = new byte[KmallocMaxCacheSize / 8];
+        for (int i = 0; i < t.Length; i++)
+        {
+            int size = i * 8 + 1;
+            t[i] = (byte)(size <= 192 ? SizeIndex[i] : 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)size - 1));
+        }
+        return t;
+    }
+
     /// <summary>kmalloc_index: the kmalloc cache index of a size 1..8192 (size_index table up to 192, fls(size - 1) above).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int KmallocIndex(nuint size) =>
         size <= 192 ? SizeIndex[(int)(size - 1) >> 3] : 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)size - 1);
+
+    // kmalloc_type by the three deciding bits gathered as (DMA | RECLAIMABLE << 1 | ACCOUNT << 2):
+    // __GFP_DMA wins, then __GFP_RECLAIMABLE, then __GFP_ACCOUNT (KmallocTypeOf), times KmallocIndexes.
+    private static ReadOnlySpan<byte> TypeBase =>
+    [
+        (int)KmallocType.Normal * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+        (int)KmallocType.Reclaim * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+        (int)KmallocType.Cgroup * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+        (int)KmallocType.Reclaim * KmallocIndexes, (int)KmallocType.Dma * KmallocIndexes,
+    ];
+
+    /// <summary>The three kmalloc_type bits of <paramref name="gfp"/> as a 0..7 index, without branches.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int TypeBits(Gfp gfp)
+    {
+        uint g = (uint)gfp;
+        return (int)((g & (uint)Gfp.Dma) | ((g >> 3) & 2) | ((g >> 20) & 4));
+    }
 
     public static int KmallocSizeOf(int index) => index switch { 1 => 96, 2 => 192, _ => 1 << index };
 
@@ -327,7 +397,12 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void* Kmalloc(nuint size, Gfp gfp)
     {
         if (size - 1 < KmallocMaxCacheSize)
-            return _kmalloc[(int)KmallocTypeOf(gfp) * KmallocIndexes + KmallocIndex(size)].Alloc(gfp);
+        {
+            // Two table loads, no branch: type base by the GFP bits, class by (size - 1) / 8 (both in range by construction).
+            int index = Unsafe.Add(ref MemoryMarshal.GetReference(TypeBase), TypeBits(gfp))
+                      + Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3));
+            return Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).Alloc(gfp);
+        }
         return KmallocSlow(size, gfp);
     }
 
@@ -370,10 +445,13 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void Kfree(void* p)
     {
         if ((nuint)p <= (nuint)ZeroSizePtr) return;
-        PageFrame* page = MemMap.VirtToPage(p);
-        if (page != null)
+        // virt_to_page on cached fields, then compound_head.
+        nuint at = (nuint)((byte*)p - _window);
+        PageFrame* page = null;
+        if (at < _directBytes)
         {
-            page = MemMap.CompoundHead(page);
+            page = _mapBase + (at >> ArchProfile.PageShift);
+            if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
             if ((page->Flags & PageFlags.Slab) != 0 && CacheById(page->SlabCache) is { } s)
             {
                 s.FreeObject(page, (nint)p);
