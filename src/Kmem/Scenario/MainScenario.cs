@@ -482,7 +482,10 @@ public sealed unsafe class MainScenario : IDisposable
         var held = new List<(nint Page, int Order)>();
         long atomicFailAt = -1, stormPages = -1, stormFreeAtFailure = -1, kernelAfterStorm = 0;
         double kernelAfterStormMs = 0;
-        long stormTrigger = _m.TotalRamPages * 8 / 10;
+        // The hog's faults can only use the zones its gfp allows (lowmem only on x86_32, see Process.FaultGfp).
+        long usable = (hog.FaultGfp & Gfp.HighMem) != 0 ? _m.TotalRamPages
+            : _m.Pages.Zones.Where(z => !z.IsHighMem).Sum(z => z.ManagedPages);
+        long stormTrigger = usable * 8 / 10;
         using (Cpu.Pin(0))
         {
             int round = 0;
