@@ -94,7 +94,8 @@ public static unsafe class BenchCommand
         {
             if (peer.Item2 is not { } a)
             {
-                notes.Add($"{peer.Item1}: unavailable (apt-get install {(peer.Item1 == "mimalloc" ? "libmimalloc2.0" : "libjemalloc2")})");
+                string reason = NativeAllocators.UnavailableReason(peer.Item1) ?? "not loaded";
+                notes.Add($"{peer.Item1}: unavailable ({reason}; Debian: apt-get install {(peer.Item1 == "mimalloc" ? "libmimalloc2.0" : "libjemalloc2")})");
                 continue;
             }
             var malloc = a.Malloc;

@@ -64,22 +64,44 @@ public static unsafe class NativeAllocators
     public static IReadOnlyList<NativeAllocator> Peers =>
         new[] { Mimalloc, Jemalloc }.Where(a => a != null).Select(a => a!).ToList();
 
-    /// <summary>"found (library)" or "unavailable (install ...)" for each peer, for reports.</summary>
-    public static IReadOnlyList<string> Describe() =>
-    [
-        Mimalloc is { } mi ? $"mimalloc: {mi.Library}" : "mimalloc: unavailable (apt-get install libmimalloc2.0)",
-        Jemalloc is { } je ? $"jemalloc: {je.Library}" : "jemalloc: unavailable (apt-get install libjemalloc2)",
-    ];
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> s_reasons = new();
+
+    /// <summary>Why a peer is unavailable ("libjemalloc.so.2 not found", ...), or null when it loaded.</summary>
+    public static string? UnavailableReason(string name)
+    {
+        _ = name switch { "mimalloc" => Mimalloc, "jemalloc" => Jemalloc, _ => Glibc };
+        return s_reasons.TryGetValue(name, out var r) ? r : null;
+    }
+
+    private static NativeAllocator? Fail(string name, string reason)
+    {
+        s_reasons[name] = reason;
+        return null;
+    }
 
     private static NativeAllocator? Load(string name, string library, string malloc, string free)
     {
-        if (!OperatingSystem.IsLinux()) return null;
-        if (!NativeLibrary.TryLoad(library, out nint handle)) return null;
-        if (!NativeLibrary.TryGetExport(handle, malloc, out nint m) || !NativeLibrary.TryGetExport(handle, free, out nint f)) return null;
+        if (!OperatingSystem.IsLinux()) return Fail(name, "not Linux");
+        nint handle;
+        try
+        {
+            handle = NativeLibrary.Load(library);
+        }
+        catch (DllNotFoundException e)
+        {
+            // Debian's jemalloc uses initial-exec TLS; once the process's static TLS is used up, dlopen fails with
+            // "cannot allocate memory in static TLS block". GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384 in the
+            // environment before start gives it room.
+            return Fail(name, e.Message.Contains("static TLS", StringComparison.Ordinal)
+                ? $"{library}: dlopen ran out of static TLS; start with GLIBC_TUNABLES=glibc.rtld.optional_static_tls=16384"
+                : $"{library} not found");
+        }
+        if (!NativeLibrary.TryGetExport(handle, malloc, out nint m) || !NativeLibrary.TryGetExport(handle, free, out nint f))
+            return Fail(name, $"{library} has no {malloc}/{free}");
         var a = new NativeAllocator(name, library, (delegate* unmanaged[SuppressGCTransition]<nuint, void*>)m, (delegate* unmanaged[SuppressGCTransition]<void*, void>)f);
         // Smoke test: one round trip, so a broken library is "unavailable" rather than a crash mid-benchmark.
         void* p = a.Malloc(64);
-        if (p == null) return null;
+        if (p == null) return Fail(name, $"{library}: {malloc}(64) returned NULL");
         *(long*)p = 42;
         a.Free(p);
         return a;
