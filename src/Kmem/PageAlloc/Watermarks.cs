@@ -100,6 +100,7 @@ public static class Watermarks
                 managed += Managed(all[j]);
                 zone.LowmemReserve[(int)all[j]] = ratio == 0 || managed == 0 ? 0 : managed / ratio;
             }
+            zone.UpdateFastMarks();
         }
     }
 
