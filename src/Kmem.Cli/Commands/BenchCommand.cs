@@ -90,6 +90,7 @@ public static unsafe class BenchCommand
                 for (long i = 0; i < n; i++) NativeMemory.AlignedFree(NativeMemory.AlignedAlloc(4096, 4096));
             }),
         };
+        AddSlabCases(m, cases, notes);
         foreach (var peer in new[] { ("mimalloc", NativeAllocators.Mimalloc), ("jemalloc", NativeAllocators.Jemalloc) })
         {
             if (peer.Item2 is not { } a)
@@ -115,6 +116,38 @@ public static unsafe class BenchCommand
             for (long i = 0; i < n; i++) Keep(new byte[64]);
         }));
         return cases;
+    }
+
+    /// <summary>The slab layer's cases; a machine without a working slab layer gets a note, not a crash.</summary>
+    private static void AddSlabCases(Machine m, List<Case> cases, List<string> notes)
+    {
+        try
+        {
+            var slab = m.Slab;
+            var cache = slab.CreateCache("bench-64", 64) ?? throw new InvalidOperationException("kmem_cache_create returned NULL");
+            var objs = new nint[16];
+            cases.Add(new("kmalloc-64", "kmalloc(64, GFP_KERNEL) + kfree", n =>
+            {
+                for (long i = 0; i < n; i++) slab.Kfree(slab.Kmalloc(64, Kmem.Gfp.Kernel));
+            }));
+            cases.Add(new("kmem_cache-64", "kmem_cache_alloc + kmem_cache_free (64-byte cache)", n =>
+            {
+                for (long i = 0; i < n; i++) cache.Free(cache.Alloc(Kmem.Gfp.Kernel));
+            }));
+            cases.Add(new("kmem_cache-bulk16", "kmem_cache_alloc_bulk(16) + free_bulk; ns per object", n =>
+            {
+                // One op = one object: n/16 bulk rounds of 16 (n is large, the remainder is noise).
+                for (long i = 0; i < n; i += 16)
+                {
+                    int got = cache.AllocBulk(Kmem.Gfp.Kernel, objs);
+                    cache.FreeBulk(objs.AsSpan(0, got));
+                }
+            }));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            notes.Add($"slab: unavailable ({e.GetType().Name}: {e.Message})");
+        }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
