@@ -200,7 +200,14 @@ public sealed unsafe class PageAllocator
         long free = zone.FreePages;
         // zone_watermark_fast: order 0 needs free > low + protection; orders 1..3 also need free - (2^order - 1)
         // above it and a block of that order, which __zone_watermark_ok checks on the generic path.
-        if (order != 0 || free <= zone.FastMark(highest)) return null;
+        if (order == 0)
+        {
+            if (free <= zone.FastMark(highest)) return null;
+        }
+        else if (!ZoneWatermarkOk(zone, order, zone.WmarkLow + zone.WatermarkBoost, highest, AllocFlags.WmarkLow, free))
+        {
+            return null;
+        }
         PerCpuPages pcp = zone.Pcp[Cpu.Current(_cpus)];
         if (!pcp.TryLock()) return null;
         int li = PerCpuPages.ListIndex(order, mt);
@@ -222,7 +229,8 @@ public sealed unsafe class PageAllocator
         pcp.Count -= 1 << order;
         pcp.StatAlloc += 1 << order;
         pcp.Unlock();
-        PrepNewPage0(page, gfp, mt);
+        if (order == 0) PrepNewPage0(page, gfp, mt);
+        else PrepNewPage(page, order, gfp, mt);
         return page;
     }
 
@@ -601,16 +609,17 @@ public sealed unsafe class PageAllocator
             BadFree(page, order);
         if (--page->RefCount > 0) return;
         if (Tracing.Emit.Tracepoints.MmPageFreeOn) Tracing.Emit.Tracepoints.MmPageFree((nint)page, _map.PageToPfn(page), order);
-        if (order == 0 && FreePcpFast(page)) return;
+        if (order <= PerCpuPages.CostlyOrder && FreePcpFast(page, order)) return;
         FreeFrozenPages(page, order);
     }
 
     /// <summary>
-    /// free_frozen_pages for an order-0 page whose pageblock type has a pcp list and whose CPU's pcp lock is free: clear
-    /// the allocation state and push it on the list. False (nothing changed) sends it down the generic path.
+    /// free_frozen_pages for a block of order up to PAGE_ALLOC_COSTLY_ORDER whose pageblock type has a pcp list and
+    /// whose CPU's pcp lock is free: clear the allocation state and push it on the list. False (nothing changed) sends
+    /// it down the generic path.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool FreePcpFast(PageFrame* page)
+    private bool FreePcpFast(PageFrame* page, int order)
     {
         Zone zone = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_zonesByType), (int)page->Zone)!;
         int pfn = (int)_map.PageToPfn(page);
@@ -618,21 +627,28 @@ public sealed unsafe class PageAllocator
         if (mt >= MigrateType.HighAtomic) return false; // HighAtomic goes to Movable's list, Isolate to the buddy: generic path
         PerCpuPages pcp = zone.Pcp[Cpu.Current(_cpus)];
         if (!pcp.TryLock()) return false;
+        for (int i = 1; i < 1 << order; i++)
+        {
+            PageFrame* t = page + i;
+            t->Flags &= PageFlags.HighMem;
+            t->CompoundHead = PageFrame.None;
+        }
         page->Flags = (page->Flags & PageFlags.HighMem) | PageFlags.OnPcp;
         page->MapCount = -1;
         page->Mapping = 0;
         page->Private = 0;
         page->PcpCpu = (byte)pcp.Cpu;
         page->ListType = mt;
-        int li = (int)mt; // PerCpuPages.ListIndex(0, mt)
+        int li = PerCpuPages.ListIndex(order, mt);
         int head = pcp.Head[li];
         page->Prev = PageFrame.None;
         page->Next = head;
         if (head != PageFrame.None) _map.PfnToPage(head)->Prev = pfn;
         else pcp.Tail[li] = pfn;
         pcp.Head[li] = pfn;
-        pcp.StatFree++;
-        if (++pcp.Count >= pcp.High) FreePcppagesBulk(zone, pcp, Math.Max(pcp.Batch, pcp.Count - pcp.High + pcp.Batch));
+        pcp.StatFree += 1 << order;
+        pcp.Count += 1 << order;
+        if (pcp.Count >= pcp.High) FreePcppagesBulk(zone, pcp, Math.Max(pcp.Batch, pcp.Count - pcp.High + pcp.Batch));
         pcp.Unlock();
         return true;
     }
