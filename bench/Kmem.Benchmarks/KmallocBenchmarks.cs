@@ -122,7 +122,8 @@ public unsafe class KmallocThreadBenchmarks
             for (int i = 0; i < Ops; i++)
             {
                 nint p = (nint)_slab.Kmalloc(64, Kmem.Gfp.Kernel);
-                while (Volatile.Read(ref head) - Volatile.Read(ref tail) >= ring.Length) Thread.SpinWait(1);
+                var spin = new SpinWait(); // spins, then yields: the other thread may not be running at all
+                while (Volatile.Read(ref head) - Volatile.Read(ref tail) >= ring.Length) spin.SpinOnce();
                 ring[head & (ring.Length - 1)] = p;
                 Volatile.Write(ref head, head + 1);
             }
@@ -132,7 +133,8 @@ public unsafe class KmallocThreadBenchmarks
             using var pin = Cpu.Pin(1);
             for (int i = 0; i < Ops; i++)
             {
-                while (Volatile.Read(ref tail) == Volatile.Read(ref head)) Thread.SpinWait(1);
+                var spin = new SpinWait();
+                while (Volatile.Read(ref tail) == Volatile.Read(ref head)) spin.SpinOnce();
                 _slab.Kfree((void*)ring[tail & (ring.Length - 1)]);
                 Volatile.Write(ref tail, tail + 1);
             }
