@@ -8,12 +8,12 @@ namespace Kmem.Tests.Machines;
 public unsafe class X86_32Tests
 {
     // DMA 3840 + Normal 8192 lowmem pages, HighMem 4096 pages above MAXMEM (pfn 0x377fe).
-    private static Machine Boot() => Machine.Boot(new MachineConfig
+    private static Machine Boot() => Kmem.Tests.PageAlloc.Boot.Detached(Machine.Boot(new MachineConfig
     {
         Profile = ArchProfile.X86_32,
         Cpus = 1,
         ZoneManagedPages = new Dictionary<ZoneType, long> { [ZoneType.Dma] = 3840, [ZoneType.Normal] = 8192, [ZoneType.HighMem] = 4096 },
-    });
+    }));
 
     [Fact]
     public void HighmemPages_HaveNoDirectMapping_LowmemPagesDo()

@@ -12,7 +12,19 @@ internal static class Boot
         if (dma > 0) zones[ZoneType.Dma] = dma;
         if (dma32 > 0) zones[ZoneType.Dma32] = dma32;
         if (normal > 0) zones[ZoneType.Normal] = normal;
-        return Machine.Boot(new MachineConfig { ZoneManagedPages = zones, Cpus = cpus, MinFreeKbytes = minFreeKbytes });
+        return Detached(Machine.Boot(new MachineConfig { ZoneManagedPages = zones, Cpus = cpus, MinFreeKbytes = minFreeKbytes }));
+    }
+
+    /// <summary>
+    /// Unplug the reclaim slow path (kswapd, direct reclaim, OOM) that a machine attaches at boot: these tests are about
+    /// the page allocator's own fast path, reserve retry and bounded failure, which is what an allocator without an
+    /// <see cref="Kmem.PageAlloc.IAllocSlowPath"/> does. Without this, exhausting memory with GFP_KERNEL would sleep in
+    /// reclaim retries and log OOM reports.
+    /// </summary>
+    public static Machine Detached(Machine m)
+    {
+        m.Pages.SlowPath = null;
+        return m;
     }
 
     /// <summary>One buddyinfo line as Linux prints it: "Node 0, zone {name,8} " then each count as "{n,6} ".</summary>

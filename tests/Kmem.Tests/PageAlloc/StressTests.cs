@@ -21,7 +21,7 @@ public unsafe class StressTests
     public void Threads_MillionOps_EndFullyCoalesced()
     {
         // 64 MiB: DMA 3840 + DMA32 12288 managed pages.
-        using var m = Machine.Boot(new MachineConfig { RamBytes = 64L << 20, Cpus = 2 });
+        using var m = Boot.Detached(Machine.Boot(new MachineConfig { RamBytes = 64L << 20, Cpus = 2 }));
         string boot = ProcBuddy(m);
         const int threads = 3;
         const int opsPerThread = 1_000_000 / threads + 1;
