@@ -15,6 +15,7 @@ public static class Program
         ["slab"] = ("slab geometry for object sizes, slabinfo: kmem slab geometry --size N[,N...]", SlabCommand.Run),
         ["replay"] = ("replay a Linux kmem trace through kmem: kmem replay TRACE", ReplayCommand.Run),
         ["trace"] = ("trace tools: kmem trace stat TRACE (perf kmem stat)", TraceCommand.Run),
+        ["bench"] = ("quick benchmark of the fast paths against malloc (--json for machines)", BenchCommand.Run),
     };
 
     public static int Main(string[] args) => Execute(args, Console.Out, Console.Error);

@@ -83,12 +83,24 @@ public sealed class VmStat
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Inc(VmItem item) => Add(item, 1);
 
+    private Func<VmItem, long>[] _sources = [];
+
+    /// <summary>
+    /// Add a counter source summed into every read: a subsystem that counts events under its own per-CPU lock (the
+    /// page allocator's pcp fast paths) reports them here instead of paying an atomic add per event.
+    /// </summary>
+    public void AddSource(Func<VmItem, long> source)
+    {
+        lock (_counters) _sources = [.. _sources, source];
+    }
+
     public long this[VmItem item]
     {
         get
         {
             long sum = 0;
             for (int c = 0; c < _cpus; c++) sum += Volatile.Read(ref _counters[c * Stride + (int)item]);
+            foreach (var s in Volatile.Read(ref _sources)) sum += s(item);
             return sum;
         }
     }

@@ -17,7 +17,9 @@ public static class Cpu
     {
         int pinned = t_pinnedPlusOne - 1;
         if (pinned >= 0) return pinned < cpuCount ? pinned : pinned % cpuCount;
-        return (int)((uint)Thread.GetCurrentProcessorId() % (uint)cpuCount);
+        // The division only when the host has more processors than the machine has CPUs.
+        uint id = (uint)Thread.GetCurrentProcessorId();
+        return (int)(id < (uint)cpuCount ? id : id % (uint)cpuCount);
     }
 
     /// <summary>The CPU this thread is pinned to, or -1.</summary>

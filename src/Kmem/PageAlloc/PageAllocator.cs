@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using Kmem.Diagnostics;
 using Kmem.Physical;
@@ -41,6 +43,13 @@ public sealed unsafe class PageAllocator
     private readonly ZoneSet _zoneSet;
     // Indexed by ZoneType; null where the profile has no such zone or it is empty.
     private readonly Zone?[] _zonesByType = new Zone?[6];
+    // gfp_zone + gfp_migratetype precomputed for every value of the five low GFP bits (the four zone modifiers and
+    // __GFP_RECLAIMABLE; __GFP_MOVABLE is one of the four): highest zone in bits 0-7, migratetype in bits 8-15, and
+    // -1 for a BAD combination. One load replaces two table decodes and the OPT_ZONE_* fix-up on every allocation.
+    private const int GfpRouteBits = 0x1f;
+    private readonly int[] _gfpRoute = new int[GfpRouteBits + 1];
+    // For each highest zone: the first populated zone of the zonelist walk, or null (the pcp fast path's zone).
+    private readonly Zone?[] _firstZone = new Zone?[6];
     private long _warnWindowStart;
     private int _warnsInWindow;
     private long _warnsSuppressed;
@@ -88,6 +97,34 @@ public sealed unsafe class PageAllocator
         Watermarks.SetupPerZoneWmarks(zones, MinFreeKbytes, WatermarkScaleFactor);
         TotalReservePages = Watermarks.TotalReservePages(zones);
         foreach (var z in zones) Watermarks.SetupPageset(z, _cpus);
+        for (int bits = 0; bits <= GfpRouteBits; bits++)
+        {
+            try
+            {
+                ZoneType zt = GfpZones.GfpZone((Gfp)bits, _zoneSet);
+                _gfpRoute[bits] = (int)zt | (int)GfpZones.MigrateTypeOf((Gfp)bits) << 8;
+            }
+            catch (GfpException)
+            {
+                _gfpRoute[bits] = -1;
+            }
+        }
+        for (int hi = 0; hi < _firstZone.Length; hi++)
+            for (int zi = hi; zi >= 0 && _firstZone[hi] == null; zi--) _firstZone[hi] = _zonesByType[zi];
+        stat.AddSource(PcpStat);
+    }
+
+    /// <summary>The pgalloc_*/pgfree events the pcp fast paths counted under their locks (see <see cref="VmStat.AddSource"/>).</summary>
+    private long PcpStat(VmItem item)
+    {
+        long n = 0;
+        foreach (var z in Zones)
+        {
+            bool alloc = item == VmStat.PgAllocFor(z.Type);
+            if (!alloc && item != VmItem.PgFree) continue;
+            foreach (var pcp in z.Pcp) n += alloc ? Volatile.Read(ref pcp.StatAlloc) : Volatile.Read(ref pcp.StatFree);
+        }
+        return n;
     }
 
     /// <summary>Initialise descriptors and free every managed page into the buddy lists in max-order aligned chunks (memblock_free_all).</summary>
@@ -134,15 +171,119 @@ public sealed unsafe class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public PageFrame* AllocPages(Gfp gfp, int order)
     {
-        if ((uint)order > Zone.MaxOrder) ThrowOrderTooLarge(gfp, order);
+        int route = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_gfpRoute), (int)gfp & GfpRouteBits);
+        if ((uint)order > Zone.MaxOrder || route < 0) ThrowBadRequest(gfp, order);
         // prepare_alloc_pages -> might_alloc: one predictable branch unless the caller may sleep.
         if ((gfp & Gfp.DirectReclaim) != 0) Context.MightSleep(SleepCheck);
-        ZoneType highest = GfpZones.GfpZone(gfp, _zoneSet);
-        MigrateType mt = GfpZones.MigrateTypeOf(gfp);
+        if (order <= PerCpuPages.CostlyOrder)
+        {
+            PageFrame* page = AllocPcpFast(gfp, order, (ZoneType)(byte)route, (MigrateType)(route >> 8));
+            if (page != null)
+            {
+                if (Tracing.Emit.Tracepoints.MmPageAllocOn) TracePageAlloc(page, order, (MigrateType)(route >> 8), gfp);
+                return page;
+            }
+        }
+        return AllocPagesGeneric(gfp, order, (ZoneType)(byte)route, (MigrateType)(route >> 8));
+    }
+
+    /// <summary>
+    /// The common case of get_page_from_freelist for orders up to PAGE_ALLOC_COSTLY_ORDER: the first zone of the
+    /// zonelist is above its low watermark (plus protection), this CPU's pcp lock is free and its list has a block.
+    /// Anything else returns null and the generic walk takes over (which repeats these checks and handles the rest).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private PageFrame* AllocPcpFast(Gfp gfp, int order, ZoneType highest, MigrateType mt)
+    {
+        Zone? zone = _firstZone[(int)highest];
+        if (zone == null) return null;
+        long free = zone.FreePages;
+        // zone_watermark_fast: order 0 needs free > low + protection; orders 1..3 also need free - (2^order - 1)
+        // above it and a block of that order, which __zone_watermark_ok checks on the generic path.
+        if (order == 0)
+        {
+            if (free <= zone.FastMark(highest)) return null;
+        }
+        else if (!ZoneWatermarkOk(zone, order, zone.WmarkLow + zone.WatermarkBoost, highest, AllocFlags.WmarkLow, free))
+        {
+            return null;
+        }
+        PerCpuPages pcp = zone.Pcp[Cpu.Current(_cpus)];
+        if (!pcp.TryLock()) return null;
+        int li = PerCpuPages.ListIndex(order, mt);
+        int pfn = pcp.Head[li];
+        if (pfn == PageFrame.None)
+        {
+            pfn = RefillPcp(zone, pcp, order, li, mt);
+            if (pfn == PageFrame.None)
+            {
+                pcp.Unlock();
+                return null;
+            }
+        }
+        PageFrame* page = _map.PfnToPage(pfn);
+        int next = page->Next;
+        pcp.Head[li] = next;
+        if (next != PageFrame.None) _map.PfnToPage(next)->Prev = PageFrame.None;
+        else pcp.Tail[li] = PageFrame.None;
+        pcp.Count -= 1 << order;
+        pcp.StatAlloc += 1 << order;
+        pcp.Unlock();
+        if (order == 0) PrepNewPage0(page, gfp, mt);
+        else PrepNewPage(page, order, gfp, mt);
+        return page;
+    }
+
+    /// <summary>The pcp list is empty: rmqueue_bulk a batch (pcp lock held). Returns the new head or None.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int RefillPcp(Zone zone, PerCpuPages pcp, int order, int li, MigrateType mt)
+    {
+        int blocks = order == 0 ? pcp.Batch : Math.Max(pcp.Batch >> order, 2);
+        RmqueueBulk(zone, pcp, order, blocks, li, AllocFlags.WmarkLow, mt);
+        return pcp.Head[li];
+    }
+
+    /// <summary>prep_new_page for one order-0 page (the pcp hit path): the same fields as <see cref="PrepNewPage"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PrepNewPage0(PageFrame* page, Gfp gfp, MigrateType mt)
+    {
+        page->Flags = (page->Flags & PageFlags.HighMem) | PageFlags.AllocHead;
+        page->Order = 0;
+        page->RefCount = 1;
+        page->ListType = mt;
+        page->CompoundHead = PageFrame.None;
+        page->Next = page->Prev = PageFrame.None;
+        page->Private = 0;
+        page->Mapping = 0;
+        page->MapCount = -1;
+        if ((gfp & Gfp.Zero) != 0) ZeroFrames(_map.PageToPfn(page), 1);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private PageFrame* AllocPagesGeneric(Gfp gfp, int order, ZoneType highest, MigrateType mt)
+    {
         PageFrame* page = GetPageFromFreelist(gfp, order, AllocFlags.WmarkLow, highest, mt);
         if (page == null) page = AllocPagesSlowpath(gfp, order, highest, mt);
         if (Tracing.Emit.Tracepoints.MmPageAllocOn && page != null) TracePageAlloc(page, order, mt, gfp);
         return page;
+    }
+
+    /// <summary>An order above MAX_PAGE_ORDER or a BAD GFP combination: log the report and throw.</summary>
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowBadRequest(Gfp gfp, int order)
+    {
+        try
+        {
+            GfpZones.GfpZone(gfp, _zoneSet);
+            GfpZones.MigrateTypeOf(gfp);
+        }
+        catch (GfpException e)
+        {
+            _log.Write(LogLevel.Alert, e.Report);
+            throw;
+        }
+        ThrowOrderTooLarge(gfp, order);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -460,14 +601,56 @@ public sealed unsafe class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void FreePages(PageFrame* page, int order)
     {
-        // One combined test for the common case; the cold helper works out what is wrong.
-        if (!_map.IsValidPage(page) || (uint)order > Zone.MaxOrder ||
+        // One combined test for the common case; the cold helper works out what is wrong. (page->Order is a byte, so
+        // page->Order != order also rejects orders outside 0..255; BadFree names the exact fault.)
+        if (!_map.IsValidPage(page) ||
             (page->Flags & (PageFlags.AllocHead | PageFlags.Buddy | PageFlags.OnPcp | PageFlags.Reserved | PageFlags.Tail | PageFlags.Slab)) != PageFlags.AllocHead ||
-            page->Order != order || page->RefCount <= 0)
+            page->Order != order || (uint)order > Zone.MaxOrder || page->RefCount <= 0)
             BadFree(page, order);
         if (--page->RefCount > 0) return;
         if (Tracing.Emit.Tracepoints.MmPageFreeOn) Tracing.Emit.Tracepoints.MmPageFree((nint)page, _map.PageToPfn(page), order);
+        if (order <= PerCpuPages.CostlyOrder && FreePcpFast(page, order)) return;
         FreeFrozenPages(page, order);
+    }
+
+    /// <summary>
+    /// free_frozen_pages for a block of order up to PAGE_ALLOC_COSTLY_ORDER whose pageblock type has a pcp list and
+    /// whose CPU's pcp lock is free: clear the allocation state and push it on the list. False (nothing changed) sends
+    /// it down the generic path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool FreePcpFast(PageFrame* page, int order)
+    {
+        Zone zone = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_zonesByType), (int)page->Zone)!;
+        int pfn = (int)_map.PageToPfn(page);
+        MigrateType mt = zone.PageblockMigratetype(pfn);
+        if (mt >= MigrateType.HighAtomic) return false; // HighAtomic goes to Movable's list, Isolate to the buddy: generic path
+        PerCpuPages pcp = zone.Pcp[Cpu.Current(_cpus)];
+        if (!pcp.TryLock()) return false;
+        for (int i = 1; i < 1 << order; i++)
+        {
+            PageFrame* t = page + i;
+            t->Flags &= PageFlags.HighMem;
+            t->CompoundHead = PageFrame.None;
+        }
+        page->Flags = (page->Flags & PageFlags.HighMem) | PageFlags.OnPcp;
+        page->MapCount = -1;
+        page->Mapping = 0;
+        page->Private = 0;
+        page->PcpCpu = (byte)pcp.Cpu;
+        page->ListType = mt;
+        int li = PerCpuPages.ListIndex(order, mt);
+        int head = pcp.Head[li];
+        page->Prev = PageFrame.None;
+        page->Next = head;
+        if (head != PageFrame.None) _map.PfnToPage(head)->Prev = pfn;
+        else pcp.Tail[li] = pfn;
+        pcp.Head[li] = pfn;
+        pcp.StatFree += 1 << order;
+        pcp.Count += 1 << order;
+        if (pcp.Count >= pcp.High) FreePcppagesBulk(zone, pcp, Math.Max(pcp.Batch, pcp.Count - pcp.High + pcp.Batch));
+        pcp.Unlock();
+        return true;
     }
 
     /// <summary>get_page: take another reference on an allocated page.</summary>
@@ -530,6 +713,7 @@ public sealed unsafe class PageAllocator
     }
 
     /// <summary>free_pcppages_bulk: return about <paramref name="count"/> pages, oldest first, round-robin over the lists.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreePcppagesBulk(Zone zone, PerCpuPages pcp, int count)
     {
         count = Math.Min(count, pcp.Count);
@@ -706,6 +890,7 @@ public sealed unsafe class PageAllocator
         return ex;
     }
 
+    [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowOrderTooLarge(Gfp gfp, int order) =>
         throw Report(new BadPageException($"WARNING: alloc_pages: order:{order} is above MAX_PAGE_ORDER ({Zone.MaxOrder}), mode:{FormatMode(gfp)}"));

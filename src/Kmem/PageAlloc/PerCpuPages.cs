@@ -21,22 +21,34 @@ public sealed class PerCpuPages
     public const int PcpTypes = 3;
     public const int Lists = (CostlyOrder + 1) * PcpTypes;
 
+    // Hot fields first and together: the lock word, the counts the fast paths test, and the list heads (inline,
+    // not a separate array object, so a hit touches this object's first two cache lines and one page descriptor).
     private int _lock;
-    public int Cpu { get; }
     /// <summary>Pages (not blocks) on all lists.</summary>
     public int Count;
     public int High;
     public int Batch;
+    /// <summary>Pages handed out / taken back through this pcp's fast paths (pgalloc_*, pgfree), summed into <see cref="Diagnostics.VmStat"/> on read.</summary>
+    internal long StatAlloc;
+    internal long StatFree;
+    internal PcpLists Head;
+    internal PcpLists Tail;
     public int HighMin;
     public int HighMax;
-    internal readonly int[] Head = new int[Lists];
-    internal readonly int[] Tail = new int[Lists];
+    public int Cpu { get; }
+
+    /// <summary>One int per pcp list (PFN of the first/last block, or <see cref="PageFrame.None"/>), inline in the object.</summary>
+    [InlineArray(Lists)]
+    internal struct PcpLists
+    {
+        private int _e;
+    }
 
     public PerCpuPages(int cpu)
     {
         Cpu = cpu;
-        Array.Fill(Head, PageFrame.None);
-        Array.Fill(Tail, PageFrame.None);
+        ((Span<int>)Head).Fill(PageFrame.None);
+        ((Span<int>)Tail).Fill(PageFrame.None);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -17,17 +17,37 @@ public static class Watermarks
     public static int CalculateMinFreeKbytes(IEnumerable<Zone> zones)
     {
         long lowmemKbytes = zones.Where(z => !z.IsHighMem).Sum(z => z.ManagedPages) * (ArchProfile.PageSize >> 10);
+        return CalculateMinFreeKbytes(lowmemKbytes);
+    }
+
+    /// <summary>calculate_min_free_kbytes for <paramref name="lowmemKbytes"/> of lowmem.</summary>
+    public static int CalculateMinFreeKbytes(long lowmemKbytes)
+    {
         long newMin = (long)IntSqrt((ulong)(lowmemKbytes * 16));
         return (int)Math.Clamp(newMin, 128, 262144);
     }
 
-    /// <summary>int_sqrt: floor of the square root.</summary>
+    /// <summary>
+    /// int_sqrt (lib/math/int_sqrt.c): floor of the square root, by Linux's digit-by-digit method. (A floating-point
+    /// estimate corrected by squaring overflows near 2^64: Math.Sqrt rounds up to 2^32 and (2^32)^2 wraps to 0.)
+    /// </summary>
     public static ulong IntSqrt(ulong x)
     {
-        ulong r = (ulong)Math.Sqrt(x);
-        while (r * r > x) r--;
-        while ((r + 1) * (r + 1) <= x) r++;
-        return r;
+        if (x <= 1) return x;
+        ulong m = 1UL << ((63 - System.Numerics.BitOperations.LeadingZeroCount(x)) & ~1);
+        ulong y = 0;
+        while (m != 0)
+        {
+            ulong b = y + m;
+            y >>= 1;
+            if (x >= b)
+            {
+                x -= b;
+                y += m;
+            }
+            m >>= 2;
+        }
+        return y;
     }
 
     /// <summary>
@@ -80,6 +100,7 @@ public static class Watermarks
                 managed += Managed(all[j]);
                 zone.LowmemReserve[(int)all[j]] = ratio == 0 || managed == 0 ? 0 : managed / ratio;
             }
+            zone.UpdateFastMarks();
         }
     }
 

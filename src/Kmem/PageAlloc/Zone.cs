@@ -51,13 +51,45 @@ public sealed unsafe class Zone
 
     // Watermarks, in pages (zone->_watermark[]).
     public long WmarkMin { get; internal set; }
-    public long WmarkLow { get; internal set; }
+    public long WmarkLow
+    {
+        get => _wmarkLow;
+        internal set
+        {
+            _wmarkLow = value;
+            UpdateFastMarks();
+        }
+    }
+    private long _wmarkLow;
     public long WmarkHigh { get; internal set; }
     public long WmarkPromo { get; internal set; }
     /// <summary>Temporary boost (watermark_boost); kmem never boosts, so this stays 0.</summary>
-    public long WatermarkBoost { get; internal set; }
+    public long WatermarkBoost
+    {
+        get => _watermarkBoost;
+        internal set
+        {
+            _watermarkBoost = value;
+            UpdateFastMarks();
+        }
+    }
+    private long _watermarkBoost;
     /// <summary>lowmem_reserve[], indexed by <see cref="ZoneType"/>: pages kept back from allocations whose highest zone is that type.</summary>
     public long[] LowmemReserve { get; } = new long[6];
+
+    // low watermark + boost + lowmem_reserve[highest], per highest zone: the order-0 fast path's one comparison.
+    // Recomputed by UpdateFastMarks whenever a watermark, the boost or the protection changes.
+    private readonly long[] _fastMark = new long[6];
+
+    /// <summary>The mark an order-0 fast-path allocation must exceed: low watermark + boost + protection for <paramref name="highest"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public long FastMark(ZoneType highest) => Volatile.Read(ref _fastMark[(int)highest]);
+
+    /// <summary>Recompute <see cref="FastMark"/>: the WmarkLow and WatermarkBoost setters do; call it after writing <see cref="LowmemReserve"/>.</summary>
+    public void UpdateFastMarks()
+    {
+        for (int i = 0; i < _fastMark.Length; i++) Volatile.Write(ref _fastMark[i], WmarkLow + WatermarkBoost + LowmemReserve[i]);
+    }
 
     /// <summary>The zone lock (zone->lock).</summary>
     public Lock Lock { get; } = new();

@@ -17,6 +17,7 @@ public sealed unsafe class MemMap : IDisposable
 {
     private PageFrame* _pages;
     private readonly PhysicalMemory _phys;
+    private readonly nuint _bytes;
 
     public long MaxPfn { get; }
     public PageFrame* Base => _pages;
@@ -28,6 +29,7 @@ public sealed unsafe class MemMap : IDisposable
         MaxPfn = phys.MaxPfn;
         nuint bytes = (nuint)MaxPfn * (nuint)sizeof(PageFrame);
         _pages = (PageFrame*)NativeMemory.AlignedAlloc(bytes, 64);
+        _bytes = bytes;
         NativeMemory.Clear(_pages, bytes);
     }
 
@@ -40,7 +42,13 @@ public sealed unsafe class MemMap : IDisposable
     public bool IsValidPfn(long pfn) => (ulong)pfn < (ulong)MaxPfn;
 
     /// <summary>Is <paramref name="page"/> a descriptor of this map (not just any pointer)?</summary>
-    public bool IsValidPage(PageFrame* page) => page >= _pages && page < _pages + MaxPfn && ((byte*)page - (byte*)_pages) % sizeof(PageFrame) == 0;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsValidPage(PageFrame* page)
+    {
+        // One unsigned compare covers both ends; sizeof(PageFrame) is 64, so alignment is a mask.
+        nuint off = (nuint)((byte*)page - (byte*)_pages);
+        return off < _bytes && (off & (nuint)(sizeof(PageFrame) - 1)) == 0;
+    }
 
     /// <summary>page_address: the direct-map address, or null for a HIGHMEM frame.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
