@@ -1,3 +1,4 @@
+using Kmem.HighMem;
 using System.Runtime.InteropServices;
 using Kmem.Diagnostics;
 using Kmem.Physical;
@@ -104,8 +105,8 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
         OwnerId = r.RegisterOwner(this);
     }
 
-    /// <summary>mapping_gfp_mask: GFP_HIGHUSER_MOVABLE (without HIGHMEM where the profile has it; see <see cref="Reclaimer"/>, 7).</summary>
-    public Gfp MappingGfp => _m.Profile.Has(ZoneType.HighMem) ? Gfp.HighUserMovable & ~Gfp.HighMem : Gfp.HighUserMovable;
+    /// <summary>mapping_gfp_mask: GFP_HIGHUSER_MOVABLE (HIGHMEM frames are reached through kmap_local when copied).</summary>
+    public Gfp MappingGfp => Gfp.HighUserMovable;
 
     /// <summary>read(): copy page <paramref name="index"/> into <paramref name="dest"/>, reading it into the cache on a miss.</summary>
     /// <remarks>The optional gfp is the allocation context of the caller (a filesystem path passes GFP_NOFS); null = <see cref="MappingGfp"/>.</remarks>
@@ -113,8 +114,8 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
     {
         lock (_lock)
         {
-            byte* p = GetPageLocked(index, gfp, write: false);
-            new ReadOnlySpan<byte>(p, Math.Min(dest.Length, ArchProfile.PageSize)).CopyTo(dest);
+            using var map = LocalPageMap.Of(_m, GetPageLocked(index, gfp, write: false));
+            map.Bytes[..Math.Min(dest.Length, ArchProfile.PageSize)].CopyTo(dest);
         }
     }
 
@@ -123,8 +124,8 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
     {
         lock (_lock)
         {
-            byte* p = GetPageLocked(index, gfp, write: true);
-            data[..Math.Min(data.Length, ArchProfile.PageSize)].CopyTo(new Span<byte>(p, ArchProfile.PageSize));
+            using var map = LocalPageMap.Of(_m, GetPageLocked(index, gfp, write: true));
+            data[..Math.Min(data.Length, ArchProfile.PageSize)].CopyTo(map.Bytes);
         }
     }
 
@@ -140,7 +141,7 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
         lock (_lock) return _slots[index] != PageFrame.None && _m.MemMap.PfnToPage(_slots[index])->Has(PageFlags.Dirty);
     }
 
-    private byte* GetPageLocked(long index, Gfp? gfp, bool write)
+    private PageFrame* GetPageLocked(long index, Gfp? gfp, bool write)
     {
         if ((ulong)index >= (ulong)SizePages) throw new ArgumentOutOfRangeException(nameof(index), $"{Name}: page {index} beyond EOF ({SizePages} pages)");
         Context.MightSleep(_m); // read/write of a file may sleep (page cache allocation, I/O)
@@ -153,7 +154,7 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
                 PageFrame* page = _m.MemMap.PfnToPage(pfn);
                 MarkAccessed(page);
                 if (write && !PageFlagOps.TestAndSet(page, PageFlags.Dirty)) _m.Stat.Inc(VmItem.NrDirty);
-                return _m.MemMap.PageAddress(page);
+                return page;
             }
             Monitor.Exit(_lock);
             PageFrame* fresh;
@@ -165,7 +166,8 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
                 _m.Pages.FreePages(fresh, 0);
                 continue;
             }
-            new ReadOnlySpan<byte>(_disk + index * ArchProfile.PageSize, ArchProfile.PageSize).CopyTo(new Span<byte>(_m.MemMap.PageAddress(fresh), ArchProfile.PageSize));
+            using (var map = LocalPageMap.Of(_m, fresh))
+                new ReadOnlySpan<byte>(_disk + index * ArchProfile.PageSize, ArchProfile.PageSize).CopyTo(map.Bytes);
             Reads++;
             fresh->Mapping = OwnerId;
             fresh->Private = (nint)index;
@@ -268,7 +270,8 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
 
     public void Writeback(PageFrame* page, long index)
     {
-        new ReadOnlySpan<byte>(_m.MemMap.PageAddress(page), ArchProfile.PageSize).CopyTo(new Span<byte>(_disk + index * ArchProfile.PageSize, ArchProfile.PageSize));
+        using (var map = LocalPageMap.Of(_m, page))
+            map.Bytes.CopyTo(new Span<byte>(_disk + index * ArchProfile.PageSize, ArchProfile.PageSize));
         if (PageFlagOps.TestAndClear(page, PageFlags.Dirty)) _m.Stat.Add(VmItem.NrDirty, -1);
         Writebacks++;
     }

@@ -1,3 +1,4 @@
+using Kmem.HighMem;
 using System.Text;
 using Kmem.Diagnostics;
 using Kmem.Physical;
@@ -88,7 +89,7 @@ public sealed unsafe class Process : IPageOwner
     }
 
     /// <summary>The gfp of a user page fault: GFP_HIGHUSER_MOVABLE (without __GFP_HIGHMEM where the profile has HIGHMEM; see <see cref="Reclaimer"/>, 7).</summary>
-    public Gfp FaultGfp => _m.Profile.Has(ZoneType.HighMem) ? Gfp.HighUserMovable & ~Gfp.HighMem : Gfp.HighUserMovable;
+    public Gfp FaultGfp => Gfp.HighUserMovable;
 
     // =====================================================================================================
     // System calls
@@ -195,8 +196,8 @@ public sealed unsafe class Process : IPageOwner
             int n = Math.Min(data.Length, ArchProfile.PageSize - off);
             lock (_lock)
             {
-                byte* p = GetPageLocked((long)(addr >> ArchProfile.PageShift), true);
-                data[..n].CopyTo(new Span<byte>(p + off, n));
+                using var map = LocalPageMap.Of(_m, GetPageLocked((long)(addr >> ArchProfile.PageShift), true));
+                data[..n].CopyTo(map.Bytes.Slice(off, n));
             }
             data = data[n..];
             addr += (ulong)n;
@@ -212,8 +213,8 @@ public sealed unsafe class Process : IPageOwner
             int n = Math.Min(dest.Length, ArchProfile.PageSize - off);
             lock (_lock)
             {
-                byte* p = GetPageLocked((long)(addr >> ArchProfile.PageShift), false);
-                new ReadOnlySpan<byte>(p + off, n).CopyTo(dest[..n]);
+                using var map = LocalPageMap.Of(_m, GetPageLocked((long)(addr >> ArchProfile.PageShift), false));
+                map.Bytes.Slice(off, n).CopyTo(dest[..n]);
             }
             dest = dest[n..];
             addr += (ulong)n;
@@ -250,7 +251,7 @@ public sealed unsafe class Process : IPageOwner
     // Faults
     // =====================================================================================================
 
-    /// <summary>Fault in (if needed) and return the kernel address of the page; holds the lock only while not allocating.</summary>
+    /// <summary>Fault in (if needed); holds the lock only while not allocating.</summary>
     private void GetPage(long vpn, bool write)
     {
         lock (_lock) GetPageLocked(vpn, write);
@@ -260,7 +261,7 @@ public sealed unsafe class Process : IPageOwner
     /// Called with the lock held; may drop and retake it around allocations (the caller's lock scope still balances,
     /// because Monitor is re-entrant and we restore the same depth).
     /// </summary>
-    private byte* GetPageLocked(long vpn, bool write)
+    private PageFrame* GetPageLocked(long vpn, bool write)
     {
         // might_fault(): touching user memory may sleep (a fault allocates with GFP_HIGHUSER_MOVABLE).
         Context.MightSleep(_m);
@@ -275,7 +276,7 @@ public sealed unsafe class Process : IPageOwner
             {
                 PageFrame* page = _m.MemMap.PfnToPage((long)(*pte >> 12));
                 MarkAccessed(page);
-                return _m.MemMap.PageAddress(page);
+                return page;
             }
             // A fault: allocate outside the lock, then re-check.
             bool needTable = pte == null;
@@ -320,11 +321,10 @@ public sealed unsafe class Process : IPageOwner
                 _m.Pages.FreePages(page0, 0);
                 continue;
             }
-            byte* dst = _m.MemMap.PageAddress(page0);
             if ((entry & PteSwap) != 0)
             {
                 long slot = (long)(entry >> 12);
-                _r.Swap!.Slot(slot).CopyTo(new Span<byte>(dst, ArchProfile.PageSize));
+                using (var map = LocalPageMap.Of(_m, page0)) _r.Swap!.Slot(slot).CopyTo(map.Bytes);
                 _r.SwapFree(slot);
                 _swap--;
                 _m.Stat.Inc(VmItem.PswpIn);
@@ -336,7 +336,7 @@ public sealed unsafe class Process : IPageOwner
             *pte = ((ulong)_m.MemMap.PageToPfn(page0) << 12) | PtePresent;
             if (++_rss > _hwm) _hwm = _rss;
             _r.Lru.Add(page0, anon: true, active: false);
-            return dst;
+            return page0;
         }
     }
 
@@ -467,7 +467,7 @@ public sealed unsafe class Process : IPageOwner
 
     public void SwapOut(PageFrame* page, long index, long slot)
     {
-        new ReadOnlySpan<byte>(_m.MemMap.PageAddress(page), ArchProfile.PageSize).CopyTo(_r.Swap!.Slot(slot));
+        using (var map = LocalPageMap.Of(_m, page)) map.Bytes.CopyTo(_r.Swap!.Slot(slot));
         *PteOf(index) = ((ulong)slot << 12) | PteSwap;
         _rss--;
         _swap++;

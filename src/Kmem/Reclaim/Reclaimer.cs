@@ -47,9 +47,10 @@ namespace Kmem.Reclaim;
 /// FS (Linux leaves that to the flusher threads and kswapd); one lruvec per node, no memcg, no MGLRU, no workingset
 /// refault detection; when the OOM killer finds no killable process Linux panics ("System is deadlocked on memory"),
 /// kmem logs that and keeps the caller waiting; every allocation that is not __GFP_NOFAIL gives up after
-/// <see cref="StallTimeout"/> (a guard so that a program never hangs; Linux would retry GFP_KERNEL order-0 forever);
-/// user pages are allocated without __GFP_HIGHMEM on profiles with HIGHMEM (kmem accesses user frames through the
-/// direct map until kmap is available).</para>
+/// <see cref="StallTimeout"/> (a guard so that a program never hangs; Linux would retry GFP_KERNEL order-0 forever).
+/// User and page-cache pages are GFP_HIGHUSER_MOVABLE, so on x86_32 they live in HIGHMEM; every copy of their bytes
+/// (fault-in from swap, swap-out, writeback, migration, copy to/from user) goes through kmap_local
+/// (<see cref="HighMem.LocalPageMap"/>), as Linux's copy_highpage and friends do.</para>
 /// </remarks>
 public sealed unsafe partial class Reclaimer : IAllocSlowPath, IDisposable
 {

@@ -1,3 +1,4 @@
+using Kmem.HighMem;
 using Kmem.Diagnostics;
 using Kmem.PageAlloc;
 using Kmem.Physical;
@@ -342,9 +343,9 @@ public sealed unsafe partial class Reclaimer
         try
         {
             if (!owner.StillOwns(page, index) || !page->Has(PageFlags.Lru)) return false;
-            byte* src = _map.PageAddress(page), dst = _map.PageAddress(target);
-            if (src == null || dst == null) return false;
-            Buffer.MemoryCopy(src, dst, ArchProfile.PageSize, ArchProfile.PageSize);
+            using (var src = LocalPageMap.Of(_m, page))
+            using (var dst = LocalPageMap.Of(_m, target))
+                src.Bytes.CopyTo(dst.Bytes);
             target->Mapping = mapping;
             target->Private = (nint)index;
             target->MapCount = page->MapCount;

@@ -92,6 +92,58 @@ public unsafe class ProcessTests
     }
 
     [Fact]
+    public void X86_32UserAndPageCachePagesLiveInHighmemAndSurviveSwapThroughKmap()
+    {
+        // 16 MiB DMA (3840 managed) + 24 MiB Normal + 32 MiB HIGHMEM: user pages should come from HIGHMEM first.
+        using var m = Machine.Boot(new MachineConfig
+        {
+            Profile = ArchProfile.X86_32,
+            ZoneManagedPages = new Dictionary<ZoneType, long> { [ZoneType.Dma] = 3840, [ZoneType.Normal] = 6144, [ZoneType.HighMem] = 8192 },
+        });
+        m.Reclaim.SwapOn(16384);
+        var p = m.Reclaim.CreateProcess("db");
+        const int pages = 4000;
+        ulong a = p.Mmap(pages * 4096L);
+        var page = new byte[4096];
+        for (int i = 0; i < pages; i++)
+        {
+            new Random(i).NextBytes(page);
+            p.Write(a + (ulong)i * 4096, page);
+        }
+        var high = m.Pages.GetZone(ZoneType.HighMem)!;
+        m.Pages.DrainAllPages();
+        Assert.True(high.ManagedPages - high.FreePages >= pages * 9 / 10, "user pages did not come from HIGHMEM");
+        var file = m.Reclaim.PageCache.CreateFile("log", 2000);
+        for (int i = 0; i < 2000; i++) file.Write(i, BitConverter.GetBytes((long)i * 7919));
+
+        // Push everything out with kernel (lowmem) allocations plus more user pages: swap and writeback must copy
+        // HIGHMEM frames through kmap_local.
+        var q = m.Reclaim.CreateProcess("hog");
+        ulong b = q.Mmap(14000 * 4096L);
+        for (int i = 0; i < 14000; i++) q.Touch(b + (ulong)i * 4096);
+        Assert.True(p.SwapPages > 0, "nothing was swapped out");
+        q.Exit();
+
+        var back = new byte[4096];
+        for (int i = 0; i < pages; i++)
+        {
+            new Random(i).NextBytes(page);
+            p.Read(a + (ulong)i * 4096, back);
+            Assert.True(page.AsSpan().SequenceEqual(back), $"page {i} differs after swap-in");
+        }
+        var eight = new byte[8];
+        for (int i = 0; i < 2000; i++)
+        {
+            file.Read(i, eight);
+            Assert.Equal((long)i * 7919, BitConverter.ToInt64(eight));
+        }
+        Assert.Equal(0, m.Vmalloc.Highmem.LocalDepth);
+        file.Delete();
+        p.Exit();
+        ReclaimTests.AssertNothingLeaked(m);
+    }
+
+    [Fact]
     public void BrkGrowsAndShrinksTheHeap()
     {
         using var m = ReclaimTests.Small();
