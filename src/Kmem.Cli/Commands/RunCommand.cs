@@ -60,9 +60,9 @@ public static class RunCommand
     {
         o.WriteLine();
         o.WriteLine("== Allocations by GFP type");
-        o.WriteLine($"{"type",-30} {"allocations",12} {"failures",10} {"blocked ms",11}");
+        o.WriteLine($"{"type",-30} {"allocations",12} {"failures",10} {"blocked ms",11} {"in softirq",11} {"irqs off/lock",14}");
         foreach (var e in r.Gfp)
-            o.WriteLine($"{e.Name,-30} {e.Allocations,12} {e.Failures,10} {e.BlockedMs,11:F1}");
+            o.WriteLine($"{e.Name,-30} {e.Allocations,12} {e.Failures,10} {e.BlockedMs,11:F1} {e.InSoftirq + e.InHardirq,11} {e.InOtherAtomic,14}");
         o.WriteLine("GFP_ATOMIC and GFP_NOWAIT never block: they fail instead. GFP_KERNEL may sleep in reclaim; GFP_NOIO and");
         o.WriteLine("GFP_NOFS may too, but reclaim may not start I/O (NOIO) or call into filesystems (NOFS) on their behalf.");
         o.WriteLine();

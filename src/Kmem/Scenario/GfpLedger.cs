@@ -12,6 +12,8 @@ public sealed class GfpLedger
         public long Allocations;
         public long Failures;
         public double BlockedMs;
+        /// <summary>Allocations made in process context, in softirq, in hardirq, and in other atomic context (spinlock held, irqs or preemption off).</summary>
+        public long InProcess, InSoftirq, InHardirq, InOtherAtomic;
         internal readonly HashSet<Gfp> Masks = new();
     }
 
@@ -36,10 +38,23 @@ public sealed class GfpLedger
         }
     }
 
+    /// <summary>Count one allocation, and the context it was made in (read from the calling thread's preempt_count).</summary>
     public static void Count(Entry e, bool ok)
     {
         Interlocked.Increment(ref e.Allocations);
         if (!ok) Interlocked.Increment(ref e.Failures);
+        if (Context.InHardirq) Interlocked.Increment(ref e.InHardirq);
+        else if (Context.InSoftirq) Interlocked.Increment(ref e.InSoftirq);
+        else if (Context.InAtomic || Context.IrqsDisabled) Interlocked.Increment(ref e.InOtherAtomic);
+        else Interlocked.Increment(ref e.InProcess);
+    }
+
+    /// <summary>Count <paramref name="n"/> allocations made in process context (e.g. page faults summed afterwards).</summary>
+    public static void CountProcess(Entry e, long n, long failures = 0)
+    {
+        Interlocked.Add(ref e.Allocations, n);
+        Interlocked.Add(ref e.Failures, failures);
+        Interlocked.Add(ref e.InProcess, n);
     }
 
     /// <summary>Fill <see cref="Entry.BlockedMs"/> from the reclaimer's per-mask stall times.</summary>

@@ -62,7 +62,9 @@ public sealed unsafe class MainScenario : IDisposable
     private readonly MemoryPressure _pressure;
     private readonly List<Task> _liveTasks = new();
     private readonly List<nint> _modules = new();
+    private readonly KSpinLock _pidmapLock = new("pidmap_lock");
     private long _oomKillsBefore;
+    private GfpLedger.Entry? _idrAtomic;
 
     /// <summary>What a finished run found; also the JSON summary.</summary>
     public sealed class Result
@@ -143,9 +145,7 @@ public sealed unsafe class MainScenario : IDisposable
             foreach (var (name, gfp, _) in PageWorkload.Types)
             {
                 var t = work.Tally[name];
-                var e = _ledger.For(name, gfp | Gfp.NoWarn);
-                Interlocked.Add(ref e.Allocations, t.Allocations);
-                Interlocked.Add(ref e.Failures, t.Failures);
+                GfpLedger.CountProcess(_ledger.For(name, gfp | Gfp.NoWarn), t.Allocations, t.Failures);
                 failures += t.Failures;
             }
             return $"{work.Total(Math.Min(2, _m.CpuCount))} alloc/free of orders 0..10 from {Math.Min(2, _m.CpuCount)} CPUs, peak {work.PeakLivePages * 4 / 1024} MiB live, {failures} failures, all returned";
@@ -262,6 +262,7 @@ public sealed unsafe class MainScenario : IDisposable
     private string ForkExec(long forks, Action<long> progress)
     {
         var kacct = _ledger.For("GFP_KERNEL_ACCOUNT", Gfp.KernelAccount);
+        _idrAtomic = _ledger.For("GFP_ATOMIC", Gfp.Atomic | Gfp.NoWarn);
         var stackGfp = _ledger.For("GFP_KERNEL_ACCOUNT", Gfp.KernelAccount | Gfp.Zero);
         var user = _ledger.For("GFP_HIGHUSER_MOVABLE", Gfp.HighUserMovable);
         long faultsBefore = _m.Stat[VmItem.PgFault];
@@ -299,7 +300,7 @@ public sealed unsafe class MainScenario : IDisposable
         }
         foreach (var w in workers) w.Join();
         long faults = _m.Stat[VmItem.PgFault] - faultsBefore;
-        Interlocked.Add(ref user.Allocations, faults);
+        GfpLedger.CountProcess(user, faults);
         return $"{perThread * threads} processes created, {_liveTasks.Count} still running; {faults} user pages faulted in on first touch";
     }
 
@@ -324,6 +325,14 @@ public sealed unsafe class MainScenario : IDisposable
         GfpLedger.Count(stackGfp, stack != null);
         t.Stack = (nint)stack;
         Obj(_pid);
+        // alloc_pid: the pid number is allocated under pidmap_lock with irqs off, so the idr node it may need is
+        // GFP_ATOMIC (Linux preloads it; here the allocation happens under the lock to show the context).
+        using (_pidmapLock.LockIrqSave())
+        {
+            void* idr = _m.Slab.Kmalloc(72, Gfp.Atomic | Gfp.NoWarn);
+            GfpLedger.Count(_idrAtomic!, idr != null);
+            if (idr != null) t.Kmalloced.Add((nint)idr);
+        }
         Obj(_files);
         Kmalloc(56);   // alloc_fdtable: struct fdtable
         Kmalloc(2048); // alloc_fdtable: the fd array
@@ -427,8 +436,7 @@ public sealed unsafe class MainScenario : IDisposable
         }
         long dentries = Scaled(20000);
         long made = _dentry!.Populate(dentries);
-        kernel.Allocations += dentries;
-        kernel.Failures += dentries - made;
+        GfpLedger.CountProcess(kernel, dentries, dentries - made);
         long cached = files.Sum(f => f.CachedPages);
         return $"{cached * 4 / 1024} MiB in the page cache ({_m.Stat[VmItem.NrDirty] * 4} kB dirty), {made} dentries";
     }
@@ -560,8 +568,7 @@ public sealed unsafe class MainScenario : IDisposable
         hogThread.Join();
         stormThread.Join();
         if (!hog.HasExited) hog.Exit();
-        Interlocked.Add(ref user.Allocations, hogFaults);
-        if (hog.IsKilled) Interlocked.Increment(ref user.Failures);
+        GfpLedger.CountProcess(user, hogFaults, hog.IsKilled ? 1 : 0);
 
         // One more GFP_KERNEL allocation: with the hog gone it succeeds at once.
         Alloc(Gfp.Kernel, kernel);
@@ -693,6 +700,12 @@ public sealed unsafe class MainScenario : IDisposable
             w.WriteNumber("allocations", e.Allocations);
             w.WriteNumber("failures", e.Failures);
             w.WriteNumber("blocked_ms", Math.Round(e.BlockedMs, 3));
+            w.WriteStartObject("context");
+            w.WriteNumber("process", e.InProcess);
+            w.WriteNumber("softirq", e.InSoftirq);
+            w.WriteNumber("hardirq", e.InHardirq);
+            w.WriteNumber("atomic_other", e.InOtherAtomic);
+            w.WriteEndObject();
             w.WriteEndObject();
         }
         w.WriteEndObject();
