@@ -247,8 +247,16 @@ public sealed unsafe class PageAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void PrepNewPage0(PageFrame* page, Gfp gfp, MigrateType mt)
     {
+        InitAllocHead(page, 0, mt);
+        if ((gfp & Gfp.Zero) != 0) ZeroFrames(_map.PageToPfn(page), 1);
+    }
+
+    /// <summary>The first page of a new allocation: one reference, its order, no owner, off every list.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void InitAllocHead(PageFrame* page, int order, MigrateType mt)
+    {
         page->Flags = (page->Flags & PageFlags.HighMem) | PageFlags.AllocHead;
-        page->Order = 0;
+        page->Order = (byte)order;
         page->RefCount = 1;
         page->ListType = mt;
         page->CompoundHead = PageFrame.None;
@@ -256,7 +264,6 @@ public sealed unsafe class PageAllocator
         page->Private = 0;
         page->Mapping = 0;
         page->MapCount = -1;
-        if ((gfp & Gfp.Zero) != 0) ZeroFrames(_map.PageToPfn(page), 1);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -553,16 +560,8 @@ public sealed unsafe class PageAllocator
     /// <summary>prep_new_page: reference count, allocation head, compound page, zeroing.</summary>
     private void PrepNewPage(PageFrame* page, int order, Gfp gfp, MigrateType mt)
     {
+        InitAllocHead(page, order, mt);
         PageFlags keep = page->Flags & PageFlags.HighMem;
-        page->Flags = keep | PageFlags.AllocHead;
-        page->Order = (byte)order;
-        page->RefCount = 1;
-        page->ListType = mt;
-        page->CompoundHead = PageFrame.None;
-        page->Next = page->Prev = PageFrame.None;
-        page->Private = 0;
-        page->Mapping = 0;
-        page->MapCount = -1;
         if (order > 0)
         {
             bool comp = (gfp & Gfp.Comp) != 0;
