@@ -53,7 +53,7 @@ public static class ReplayCommand
 
         using Machine m = BootOptions.Boot(cfg);
         IReplayObjects? objects = ObjectsFor(m);
-        var engine = new ReplayEngine(m, objects, new ReplayOptions { Mode = mode, MaxEvents = maxEvents, Top = top });
+        using var engine = new ReplayEngine(m, objects, new ReplayOptions { Mode = mode, MaxEvents = maxEvents, Top = top });
         ReplayReport report;
         using (var reader = new FtraceReader(path, readerOptions))
         {

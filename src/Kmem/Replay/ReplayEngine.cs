@@ -16,9 +16,11 @@ namespace Kmem.Replay;
  *    ReplayMode says which events take part (slab pages are both slab and page events in Linux; see ReplayMode).
  *
  * 2. Tables. Trace identities map to kmem's allocations: slab ptr → (our pointer, cache, call site, bytes);
- *    pfn → (our page, order); va_start → (our vmalloc address). Dictionaries presized at start; they hold only the
- *    live allocations, so memory is bounded by the live set, not the trace length. Call sites and caches are
- *    counted in arrays indexed by the reader's string ids (dense, bounded by the kernel's symbols and caches).
+ *    pfn → (our page, order); va_start → (our vmalloc address). Open-addressing tables in native memory
+ *    (PointerTable), presized at start; they hold only the live allocations, so memory is bounded by the live set,
+ *    not the trace length. Call sites and named caches are found and counted through arrays indexed by the reader's
+ *    string ids (dense, bounded by the kernel's symbols and caches); kmalloc size classes through an array indexed
+ *    by bytes_alloc / 8 up to KMALLOC_MAX_CACHE_SIZE (a dictionary only for kmalloc_large sizes).
  *
  * 3. Window edges. A trace starts in the middle of a running system: frees of pointers it never saw allocated
  *    (including frees whose allocation was skipped by the mode) are counted and skipped; kfree(NULL) is a no-op
@@ -39,7 +41,7 @@ namespace Kmem.Replay;
  */
 
 /// <summary>Replays Linux kmem traces through a booted <see cref="Machine"/>. Single-threaded; one engine per replay.</summary>
-public sealed unsafe class ReplayEngine
+public sealed unsafe class ReplayEngine : IDisposable
 {
     /// <summary>KMALLOC_MAX_CACHE_SIZE on x86-64 (PAGE_SIZE * 2): larger kmallocs are compound pages (kmalloc_large).</summary>
     public const long KmallocMaxCacheSize = 2 * ArchProfile.PageSize;
@@ -90,12 +92,15 @@ public sealed unsafe class ReplayEngine
         public int SiteId;
     }
 
-    private readonly Dictionary<ulong, LiveObject> _live;
-    private readonly Dictionary<ulong, LivePage> _livePages;
-    private readonly Dictionary<ulong, LiveVmap> _liveVmaps = [];
-    private readonly HashSet<ulong> _skippedPfns = [];   // object allocators' own pages (slab, kmalloc_large), live
-    private readonly Dictionary<long, int> _kmallocCacheStat = [];
-    private readonly Dictionary<int, int> _cacheHandles = [];     // trace cache name id → our handle (-1: failed)
+    private readonly PointerTable<LiveObject> _live;
+    private readonly PointerTable<LivePage> _livePages;
+    private readonly PointerTable<LiveVmap> _liveVmaps = new(256);
+    private readonly PointerTable<byte> _skippedPfns;   // object allocators' own pages (slab, kmalloc_large), live
+    private readonly int[] _kmallocSmallStat = new int[(int)(KmallocMaxCacheSize / 8) + 1]; // bytes_alloc/8 → stat id + 1
+    private readonly Dictionary<long, int> _kmallocLargeStat = [];
+    // Trace cache name id → our handle + 2 (0: not created yet; 1: creation failed).
+    private int[] _cacheHandleByName = new int[64];
+    private int[] _cacheStatOfHandle = new int[16];
 
     // Per string id (call sites).
     private SiteStat[] _sites = new SiteStat[256];
@@ -137,8 +142,18 @@ public sealed unsafe class ReplayEngine
         _opt = options ?? new ReplayOptions();
         _doObjects = _opt.Mode != ReplayMode.Pages;
         _filterSlabPages = _opt.Mode == ReplayMode.Objects;
-        _live = new Dictionary<ulong, LiveObject>(_opt.InitialTableCapacity);
-        _livePages = new Dictionary<ulong, LivePage>(_opt.InitialTableCapacity);
+        _live = new PointerTable<LiveObject>(_opt.InitialTableCapacity);
+        _livePages = new PointerTable<LivePage>(_opt.InitialTableCapacity);
+        _skippedPfns = new PointerTable<byte>(_opt.InitialTableCapacity);
+    }
+
+    /// <summary>Frees the pointer tables' native memory (not kmem's allocations: see <see cref="FreeAllLive"/>).</summary>
+    public void Dispose()
+    {
+        _live.Dispose();
+        _livePages.Dispose();
+        _liveVmaps.Dispose();
+        _skippedPfns.Dispose();
     }
 
     // ---------------------------------------------------------------- counters (read by the report)
@@ -281,7 +296,9 @@ public sealed unsafe class ReplayEngine
     private void OnCacheAlloc(in TraceEvent ev)
     {
         if (!_doObjects || _objects == null) { _skipped[(int)EventKind.KmemCacheAlloc]++; return; }
-        if (!_cacheHandles.TryGetValue(ev.CacheNameId, out int h)) h = CreateCache(in ev);
+        int nameId = ev.CacheNameId;
+        int h = (uint)nameId < (uint)_cacheHandleByName.Length ? _cacheHandleByName[nameId] - 2 : -2;
+        if (h == -2) h = CreateCache(in ev);
         if (h < 0) { _failures[(int)EventKind.KmemCacheAlloc]++; return; }
         DropLost(ev.Ptr);
         nint p = _objects.CacheAlloc(h, ev.Gfp);
@@ -292,18 +309,18 @@ public sealed unsafe class ReplayEngine
         AddLive(ev.Ptr, new LiveObject { Ours = p, CacheHandle = h, CacheStatId = _cacheStatOfHandle[h], SiteId = ev.CallSiteId, Bytes = (int)c.ObjectSize });
     }
 
-    private readonly List<int> _cacheStatOfHandle = [];
-
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int CreateCache(in TraceEvent ev)
     {
         string name = _strings[ev.CacheNameId];
         int size = (int)Math.Clamp(ev.BytesAlloc, 1, int.MaxValue);
         int h = _objects!.CreateCache(name, size);
-        _cacheHandles[ev.CacheNameId] = h;
+        int nameId = ev.CacheNameId;
+        if (nameId >= _cacheHandleByName.Length) Array.Resize(ref _cacheHandleByName, Math.Max(nameId + 1, _cacheHandleByName.Length * 2));
+        _cacheHandleByName[nameId] = Math.Max(h, -1) + 2;
         if (h >= 0)
         {
-            while (_cacheStatOfHandle.Count <= h) _cacheStatOfHandle.Add(-1);
+            if (h >= _cacheStatOfHandle.Length) Array.Resize(ref _cacheStatOfHandle, Math.Max(h + 1, _cacheStatOfHandle.Length * 2));
             _cacheStatOfHandle[h] = _caches.Count;
             _caches.Add(new CacheStat(name, kmalloc: false) { ObjectSize = _objects.CacheSlotSize(h) });
         }
@@ -313,7 +330,12 @@ public sealed unsafe class ReplayEngine
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int KmallocCacheStat(long bytesAlloc)
     {
-        if (_kmallocCacheStat.TryGetValue(bytesAlloc, out int id)) return id;
+        if ((ulong)bytesAlloc <= (ulong)KmallocMaxCacheSize)
+        {
+            int id = _kmallocSmallStat[(int)bytesAlloc >> 3] - 1;
+            if (id >= 0 && _caches[id].ObjectSize == bytesAlloc) return id;
+        }
+        else if (_kmallocLargeStat.TryGetValue(bytesAlloc, out int large)) return large;
         return NewKmallocCacheStat(bytesAlloc);
     }
 
@@ -324,14 +346,17 @@ public sealed unsafe class ReplayEngine
         string name = bytesAlloc > KmallocMaxCacheSize ? $"kmalloc-large-{bytesAlloc / 1024}k" :
             bytesAlloc >= 1024 && bytesAlloc % 1024 == 0 ? $"kmalloc-{bytesAlloc / 1024}k" : $"kmalloc-{bytesAlloc}";
         _caches.Add(new CacheStat(name, kmalloc: true) { ObjectSize = bytesAlloc });
-        _kmallocCacheStat[bytesAlloc] = id;
+        // Sizes that are not multiples of 8 (none in Linux's kmalloc classes) share a slot: the ObjectSize check
+        // above sends the loser here each time, which only costs speed.
+        if ((ulong)bytesAlloc <= (ulong)KmallocMaxCacheSize) _kmallocSmallStat[(int)bytesAlloc >> 3] = id + 1;
+        else _kmallocLargeStat[bytesAlloc] = id;
         return id;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void AddLive(ulong ptr, LiveObject o)
     {
-        _live[ptr] = o;
+        _live.Set(ptr, o);
         LiveObjectBytes += o.Bytes;
         CacheStat c = _caches[o.CacheStatId];
         c.Allocs++;
@@ -410,7 +435,7 @@ public sealed unsafe class ReplayEngine
         {
             SlabPageAllocs++;
             _skipped[(int)EventKind.MmPageAlloc]++;
-            _skippedPfns.Add(ev.Pfn);
+            _skippedPfns.Set(ev.Pfn, 1);
             return;
         }
         _livePages.Remove(ev.Pfn, out LivePage lost);
@@ -423,7 +448,7 @@ public sealed unsafe class ReplayEngine
         PageFrame* page = _pages.AllocPages(ev.Gfp, ev.Order);
         if (page == null) { _failures[(int)EventKind.MmPageAlloc]++; return; }
         _replayed[(int)EventKind.MmPageAlloc]++;
-        _livePages[ev.Pfn] = new LivePage { Page = (nint)page, Order = ev.Order };
+        _livePages.Set(ev.Pfn, new LivePage { Page = (nint)page, Order = ev.Order });
         LivePageBytes += ArchProfile.PageSize << ev.Order;
         _lastPagePfn[cpu] = ev.Pfn;
         _lastPageSeq[cpu] = _seq;
@@ -457,7 +482,7 @@ public sealed unsafe class ReplayEngine
         _skipped[(int)EventKind.MmPageAlloc]++;
         KmallocLargePageAllocs++;
         LivePageBytes -= ArchProfile.PageSize << lp.Order;
-        _skippedPfns.Add(pfn);
+        _skippedPfns.Set(pfn, 1);
         _pages.FreePages((PageFrame*)lp.Page, lp.Order);
     }
 
@@ -466,7 +491,7 @@ public sealed unsafe class ReplayEngine
         if (!_livePages.Remove(ev.Pfn, out LivePage lp))
         {
             _skipped[(int)EventKind.MmPageFree]++;
-            if (!_skippedPfns.Remove(ev.Pfn)) UnknownPageFrees++;
+            if (!_skippedPfns.Remove(ev.Pfn, out _)) UnknownPageFrees++;
             return;
         }
         _replayed[(int)EventKind.MmPageFree]++;
@@ -490,7 +515,7 @@ public sealed unsafe class ReplayEngine
         nint p = _objects.Vmalloc(size, Gfp.Kernel);
         if (p == 0) { _failures[(int)EventKind.AllocVmapArea]++; return; }
         _replayed[(int)EventKind.AllocVmapArea]++;
-        _liveVmaps[ev.VaStart] = new LiveVmap { Ours = p, Bytes = size, SiteId = ev.CallSiteId };
+        _liveVmaps.Set(ev.VaStart, new LiveVmap { Ours = p, Bytes = size, SiteId = ev.CallSiteId });
         LiveVmapBytes += size;
         NotePeak();
     }
@@ -510,23 +535,26 @@ public sealed unsafe class ReplayEngine
     public long FreeAllLive()
     {
         long n = 0;
-        foreach (var (_, o) in _live)
+        for (int i = 0; i <= _live.Capacity; i++)
         {
+            if (!_live.TryGetAt(i, out _, out LiveObject o)) continue;
             try { FreeObject(in o); }
             catch (KmemException e) { AllocatorErrors++; if (_errorSamples.Count < 8) _errorSamples.Add("at end: " + e.Message.Split('\n')[0]); }
             n++;
         }
         _live.Clear();
-        foreach (var (_, p) in _livePages)
+        for (int i = 0; i <= _livePages.Capacity; i++)
         {
+            if (!_livePages.TryGetAt(i, out _, out LivePage p)) continue;
             try { _pages.FreePages((PageFrame*)p.Page, p.Order); }
             catch (KmemException e) { AllocatorErrors++; if (_errorSamples.Count < 8) _errorSamples.Add("at end: " + e.Message.Split('\n')[0]); }
             LivePageBytes -= ArchProfile.PageSize << p.Order;
             n++;
         }
         _livePages.Clear();
-        foreach (var (_, v) in _liveVmaps)
+        for (int i = 0; i <= _liveVmaps.Capacity; i++)
         {
+            if (!_liveVmaps.TryGetAt(i, out _, out LiveVmap v)) continue;
             try { _objects!.Vfree(v.Ours); }
             catch (KmemException e) { AllocatorErrors++; if (_errorSamples.Count < 8) _errorSamples.Add("at end: " + e.Message.Split('\n')[0]); }
             LiveVmapBytes -= v.Bytes;

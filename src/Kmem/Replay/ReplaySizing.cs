@@ -18,9 +18,9 @@ public static class ReplaySizing
     public static long PeakLiveBytes(string path, ReplayMode mode, FtraceReaderOptions? options = null)
     {
         using var reader = new FtraceReader(path, options ?? FtraceReaderOptions.Lenient);
-        var objects = new Dictionary<ulong, long>(1 << 16);
-        var pages = new Dictionary<ulong, long>(1 << 16);
-        var vmaps = new Dictionary<ulong, long>();
+        using var objects = new PointerTable<long>(1 << 16);
+        using var pages = new PointerTable<long>(1 << 16);
+        using var vmaps = new PointerTable<long>(256);
         long live = 0, peak = 0;
         bool doObjects = mode != ReplayMode.Pages;
         bool filter = mode == ReplayMode.Objects;
@@ -30,7 +30,7 @@ public static class ReplaySizing
             {
                 case EventKind.Kmalloc or EventKind.KmemCacheAlloc when doObjects:
                     if (objects.Remove(ev.Ptr, out long old)) live -= old;
-                    objects[ev.Ptr] = ev.BytesAlloc;
+                    objects.Set(ev.Ptr, ev.BytesAlloc);
                     live += ev.BytesAlloc;
                     break;
                 case EventKind.Kfree or EventKind.KmemCacheFree when doObjects:
@@ -38,7 +38,7 @@ public static class ReplaySizing
                     break;
                 case EventKind.MmPageAlloc when !(filter && ReplayEngine.IsSlabPageGfp(ev.Gfp)):
                     if (pages.Remove(ev.Pfn, out long oldp)) live -= oldp;
-                    pages[ev.Pfn] = ArchProfile.PageSize << ev.Order;
+                    pages.Set(ev.Pfn, ArchProfile.PageSize << ev.Order);
                     live += ArchProfile.PageSize << ev.Order;
                     break;
                 case EventKind.MmPageFree:
@@ -46,7 +46,7 @@ public static class ReplaySizing
                     break;
                 case EventKind.AllocVmapArea when doObjects && !ev.Failed:
                     if (vmaps.Remove(ev.VaStart, out long oldv)) live -= oldv;
-                    vmaps[ev.VaStart] = (long)ev.Size;
+                    vmaps.Set(ev.VaStart, (long)ev.Size);
                     live += (long)ev.Size;
                     break;
                 case EventKind.FreeVmapAreaNoflush when doObjects:
