@@ -15,6 +15,12 @@ public sealed record ReplayOptions
     /// </summary>
     public int InitialTableCapacity { get; init; } = 1 << 16;
 
+    /// <summary>
+    /// Parse the trace on a background thread, one batch ahead of the replay (on machines with more than one core).
+    /// The reader must not be used by anyone else during <see cref="ReplayEngine.Run"/>.
+    /// </summary>
+    public bool ParseAhead { get; init; } = true;
+
     /// <summary>Rows in the top-N tables of the report.</summary>
     public int Top { get; init; } = 10;
 }

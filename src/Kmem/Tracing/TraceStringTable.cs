@@ -21,15 +21,24 @@ public sealed class TraceStringTable
     private readonly List<string> _strings = [""];
     private readonly Dictionary<string, int> _ids = new(StringComparer.Ordinal) { [""] = 0 };
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    // Additions and reads by id are locked so that one thread may intern (a parser) while others read texts by id
+    // (EventPipeline's consumer). Lookups by text are for the interning thread only.
+    private readonly Lock _gate = new();
 
     /// <summary>Creates an empty table (holding only id 0, the empty string).</summary>
     public TraceStringTable() => _lookup = _ids.GetAlternateLookup<ReadOnlySpan<char>>();
 
     /// <summary>Number of ids handed out, including id 0.</summary>
-    public int Count => _strings.Count;
+    public int Count
+    {
+        get { lock (_gate) return _strings.Count; }
+    }
 
     /// <summary>The text of an id.</summary>
-    public string this[int id] => _strings[id];
+    public string this[int id]
+    {
+        get { lock (_gate) return _strings[id]; }
+    }
 
     /// <summary>Id of <paramref name="text"/>, adding it if new.</summary>
     public int Intern(ReadOnlySpan<char> text)
@@ -37,9 +46,12 @@ public sealed class TraceStringTable
         if (_lookup.TryGetValue(text, out int id))
             return id;
         string s = text.ToString();
-        id = _strings.Count;
-        _strings.Add(s);
-        _ids.Add(s, id);
+        lock (_gate)
+        {
+            id = _strings.Count;
+            _strings.Add(s);
+            _ids.Add(s, id);
+        }
         return id;
     }
 
