@@ -35,6 +35,10 @@ public interface IReplayObjects
     /// <summary>vmalloc(size) with the request's gfp.</summary>
     nint Vmalloc(long size, Gfp gfp);
 
+    /// <summary>__vmalloc_node(size, align, gfp): <see cref="Vmalloc"/> with the area aligned to <paramref name="align"/>
+    /// (a power of two; kernel stacks ask THREAD_ALIGN). Implementations without alignment fall back to Vmalloc.</summary>
+    nint VmallocAligned(long size, ulong align, Gfp gfp) => Vmalloc(size, gfp);
+
     /// <summary>vfree(p).</summary>
     void Vfree(nint p);
 

@@ -5,11 +5,13 @@ namespace Kmem.Replay;
 /// <summary>
 /// <see cref="IReplayObjects"/> over a booted machine's slab allocator (<see cref="Machine.Slab"/>): kmalloc/kfree,
 /// and kmem_cache_create/alloc/free with kmem_cache_create's merging, as Linux does without slab_nomerge (two trace
-/// caches of one size may share a kmem cache, as they share one in Linux). vmalloc is wired once the machine has it.
+/// caches of one size may share a kmem cache, as they share one in Linux), and vmalloc/vfree on
+/// <see cref="Machine.Vmalloc"/>.
 /// </summary>
 public sealed unsafe class MachineObjects : IReplayObjects
 {
     private readonly SlabAllocator _slab;
+    private readonly Vmalloc.VmallocAllocator _vmalloc;
     private readonly List<KmemCache> _caches = [];
 
     /// <summary>Adapts <paramref name="machine"/>'s allocators.</summary>
@@ -17,6 +19,7 @@ public sealed unsafe class MachineObjects : IReplayObjects
     {
         ArgumentNullException.ThrowIfNull(machine);
         _slab = machine.Slab;
+        _vmalloc = machine.Vmalloc;
     }
 
     /// <inheritdoc/>
@@ -47,13 +50,16 @@ public sealed unsafe class MachineObjects : IReplayObjects
     public void CacheFree(int cache, nint p) => _caches[cache].Free((void*)p);
 
     /// <inheritdoc/>
-    public bool HasVmalloc => false;
+    public bool HasVmalloc => true;
 
     /// <inheritdoc/>
-    public nint Vmalloc(long size, Gfp gfp) => throw new NotSupportedException("this machine has no vmalloc");
+    public nint Vmalloc(long size, Gfp gfp) => (nint)_vmalloc.VmallocGfp((nuint)size, gfp, "replay");
 
     /// <inheritdoc/>
-    public void Vfree(nint p) => throw new NotSupportedException("this machine has no vmalloc");
+    public nint VmallocAligned(long size, ulong align, Gfp gfp) => (nint)_vmalloc.VmallocNode((nuint)size, align, gfp, "replay");
+
+    /// <inheritdoc/>
+    public void Vfree(nint p) => _vmalloc.Vfree((void*)p);
 
     /// <inheritdoc/>
     public IReadOnlyList<SlabUsage> SlabUsage()

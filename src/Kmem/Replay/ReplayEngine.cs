@@ -523,7 +523,7 @@ public sealed unsafe class ReplayEngine : IDisposable
             LiveVmapBytes -= lost.Bytes;
             _objects.Vfree(lost.Ours);
         }
-        nint p = _objects.Vmalloc(size, Gfp.Kernel);
+        nint p = ev.Align > (ulong)ArchProfile.PageSize ? _objects.VmallocAligned(size, ev.Align, Gfp.Kernel) : _objects.Vmalloc(size, Gfp.Kernel);
         if (p == 0) { _failures[(int)EventKind.AllocVmapArea]++; return; }
         _replayed[(int)EventKind.AllocVmapArea]++;
         _liveVmaps.Set(ev.VaStart, new LiveVmap { Ours = p, Bytes = size, SiteId = ev.CallSiteId });

@@ -259,6 +259,13 @@ public sealed class RealTraceReplayTests
         Assert.Equal(stat.Count(EventKind.Kmalloc), rep.KmallocChecked);
         Assert.Equal(stat.UnknownFrees, rep.UnknownFrees);
         Assert.Equal(stat.LiveObjects, rep.LiveObjectsAtEnd);
+        // vmalloc: every alloc_vmap_area replays through machine.Vmalloc (aligned, without its guard page); frees
+        // map va_start (decimal in alloc_vmap_area, hex in free_vmap_area_noflush) back to our areas.
+        Assert.True(e.Seen(EventKind.AllocVmapArea) > 0);
+        Assert.Equal(e.Seen(EventKind.AllocVmapArea), e.Replayed(EventKind.AllocVmapArea));
+        Assert.Equal(e.Seen(EventKind.FreeVmapAreaNoflush), e.Replayed(EventKind.FreeVmapAreaNoflush) + rep.UnknownVmapFrees);
+        Assert.True(rep.UnknownVmapFrees <= 1, $"{rep.UnknownVmapFrees} unknown vmap frees");
+        Assert.Equal(e.LiveVmaps, m.Vmalloc.BusyAreas);
         Assert.NotEmpty(rep.Slabs);
         Assert.NotEmpty(rep.Caches);
         Assert.NotEmpty(rep.TopSitesByBytes);
@@ -269,6 +276,8 @@ public sealed class RealTraceReplayTests
             Assert.Contains(section, text);
         e.FreeAllLive();
         Assert.Equal(0, e.AllocatorErrors);
+        Assert.Equal(0, m.Vmalloc.BusyAreas);
+        Assert.Null(m.Vmalloc.CheckInvariants());
         Assert.Null(m.Pages.CheckInvariants());
     }
 }
