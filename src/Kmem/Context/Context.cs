@@ -111,6 +111,21 @@ public static class Context
         return was;
     }
 
+    /// <summary>
+    /// Sets the calling thread's context to <paramref name="preemptCount"/> (Linux's layout) and the interrupt state,
+    /// returning the previous state for <see cref="RestoreState"/>. For replaying a trace line's context (the flags
+    /// column) around one call; not a nesting scope, so it checks nothing.
+    /// </summary>
+    internal static int EnterState(int preemptCount, bool irqsDisabled)
+    {
+        int saved = t_state;
+        t_state = (preemptCount & ~IrqsOffBit) | (irqsDisabled ? IrqsOffBit : 0);
+        return saved;
+    }
+
+    /// <summary>Restores a state saved by <see cref="EnterState"/>.</summary>
+    internal static void RestoreState(int saved) => t_state = saved;
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowOverflow(int offset) =>
         throw new ContextException($"BUG: preempt_count overflow adding 0x{offset:x} to 0x{PreemptCount:x}");

@@ -118,6 +118,7 @@ public sealed unsafe class ReplayEngine : IDisposable
     private readonly long[] _skipped = new long[EventKindExtensions.Count];
     private readonly long[] _failures = new long[EventKindExtensions.Count];
     private readonly List<string> _errorSamples = [];
+    private readonly List<string> _violationSamples = [];
     private long _seq;
 
     private TraceStringTable _strings = new();
@@ -195,6 +196,14 @@ public sealed unsafe class ReplayEngine : IDisposable
     public long KmallocLargePageAllocs { get; private set; }
     /// <summary>Events in atomic context (flags column).</summary>
     public long AtomicEvents { get; private set; }
+    /// <summary>
+    /// Events in atomic context that may sleep (an allocation with __GFP_DIRECT_RECLAIM, a vmalloc, or a call kmem
+    /// refused with might_sleep's BUG): a bug in the traced kernel's caller, or a context the trace misreports.
+    /// Replayed in process context.
+    /// </summary>
+    public long AtomicContextViolations { get; private set; }
+    /// <summary>The first few atomic context violations, each with its trace line.</summary>
+    public IReadOnlyList<string> AtomicContextViolationSamples => _violationSamples;
     /// <summary>Slab objects live now (replayed allocations not yet freed).</summary>
     public long LiveObjects => _live.Count;
     /// <summary>Page blocks live now.</summary>
@@ -254,9 +263,20 @@ public sealed unsafe class ReplayEngine : IDisposable
         Events++;
         _seq++;
         _seen[(int)ev.Kind]++;
-        if (ev.IsAtomic) AtomicEvents++;
         try
         {
+            if (ev.IsAtomic) ReplayAtomic(in ev);
+            else Dispatch(in ev);
+        }
+        catch (KmemException e)
+        {
+            OnError(in ev, e);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Dispatch(in TraceEvent ev)
+    {
             switch (ev.Kind)
             {
                 case EventKind.Kmalloc: OnKmalloc(in ev); break;
@@ -269,11 +289,68 @@ public sealed unsafe class ReplayEngine : IDisposable
                 case EventKind.FreeVmapAreaNoflush: OnVmapFree(in ev); break;
                 default: _skipped[(int)ev.Kind]++; break; // batched frees (also logged as mm_page_free), purges, vmscan, oom
             }
-        }
-        catch (KmemException e)
+    }
+
+    // An event whose flags column shows it could not sleep: run it in that context (preempt depth, softirq/hardirq,
+    // bh or irqs off), so kmem's might_sleep/might_alloc checks see what Linux's saw. An allocation whose gfp may
+    // block (__GFP_DIRECT_RECLAIM; alloc_vmap_area, which logs no gfp, counts as GFP_KERNEL) in such a context is
+    // an atomic context violation in the trace itself: counted, and replayed in process context instead. So is a
+    // call kmem refuses with might_sleep's BUG (a vfree under a spinlock), retried in process context: the checks
+    // sit at the entry of kmem's functions, before any state changes.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ReplayAtomic(in TraceEvent ev)
+    {
+        AtomicEvents++;
+        bool mayBlock = ev.Kind switch
         {
-            OnError(in ev, e);
+            EventKind.Kmalloc or EventKind.KmemCacheAlloc or EventKind.MmPageAlloc => (ev.Gfp & Gfp.DirectReclaim) != 0,
+            EventKind.AllocVmapArea => true,
+            _ => false,
+        };
+        if (mayBlock)
+        {
+            OnAtomicViolation(in ev);
+            Dispatch(in ev);
+            return;
         }
+        TraceContextFlags c = ev.Context;
+        int pc = ev.PreemptDepth;
+        if ((c & TraceContextFlags.Softirq) != 0) pc += Context.SoftirqOffset;
+        if ((c & TraceContextFlags.BhOff) != 0) pc += Context.SoftirqDisableOffset;
+        if ((c & TraceContextFlags.Hardirq) != 0) pc += Context.HardirqOffset;
+        if ((c & TraceContextFlags.Nmi) != 0) pc += Context.NmiOffset;
+        bool irqsOff = (c & (TraceContextFlags.IrqsOff | TraceContextFlags.Hardirq | TraceContextFlags.Nmi)) != 0;
+        int saved = Context.EnterState(pc, irqsOff);
+        try
+        {
+            Dispatch(in ev);
+        }
+        catch (SleepInAtomicException)
+        {
+            Context.RestoreState(saved);
+            OnAtomicViolation(in ev);
+            Dispatch(in ev);
+        }
+        finally
+        {
+            Context.RestoreState(saved);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void OnAtomicViolation(in TraceEvent ev)
+    {
+        AtomicContextViolations++;
+        if (_violationSamples.Count < 8)
+            _violationSamples.Add($"line {ev.Line} ({ev.Kind.TraceName()}, flags {FormatFlags(in ev)}, gfp {(ev.GfpTextId != 0 ? _strings[ev.GfpTextId] : ev.Gfp.ToString())})");
+    }
+
+    private static string FormatFlags(in TraceEvent ev)
+    {
+        TraceContextFlags c = ev.Context;
+        bool irqs = (c & TraceContextFlags.IrqsOff) != 0, bh = (c & TraceContextFlags.BhOff) != 0;
+        bool hard = (c & TraceContextFlags.Hardirq) != 0, soft = (c & TraceContextFlags.Softirq) != 0;
+        return $"{(irqs && bh ? 'D' : irqs ? 'd' : bh ? 'b' : '.')}.{(hard && soft ? 'H' : hard ? 'h' : soft ? 's' : (c & TraceContextFlags.Nmi) != 0 ? 'z' : '.')}{(ev.PreemptDepth == 0 ? '.' : "0123456789abcdef"[ev.PreemptDepth & 0xf])}";
     }
 
     /// <summary>The string table events passed to <see cref="Replay"/> refer to.</summary>
@@ -534,10 +611,12 @@ public sealed unsafe class ReplayEngine : IDisposable
     private void OnVmapFree(in TraceEvent ev)
     {
         if (!_doObjects || _objects == null || !_objects.HasVmalloc) { _skipped[(int)EventKind.FreeVmapAreaNoflush]++; return; }
-        if (!_liveVmaps.Remove(ev.VaStart, out LiveVmap v)) { UnknownVmapFrees++; _skipped[(int)EventKind.FreeVmapAreaNoflush]++; return; }
+        if (!_liveVmaps.TryGetValue(ev.VaStart, out LiveVmap v)) { UnknownVmapFrees++; _skipped[(int)EventKind.FreeVmapAreaNoflush]++; return; }
+        // vfree first: if kmem refuses it (might_sleep in atomic context), the area stays in the table for the retry.
+        _objects.Vfree(v.Ours);
+        _liveVmaps.Remove(ev.VaStart, out _);
         _replayed[(int)EventKind.FreeVmapAreaNoflush]++;
         LiveVmapBytes -= v.Bytes;
-        _objects.Vfree(v.Ours);
     }
 
     // ---------------------------------------------------------------- end

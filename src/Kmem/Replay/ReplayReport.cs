@@ -47,6 +47,8 @@ public sealed class ReplayReport
     public long SlabPageAllocsSkipped { get; init; }
     public long KmallocLargePagesUndone { get; init; }
     public long AtomicEvents { get; init; }
+    public long AtomicContextViolations { get; init; }
+    public IReadOnlyList<string> AtomicContextViolationSamples { get; init; } = [];
     public long PeakLiveBytes { get; init; }
     public long PeakLiveObjects { get; init; }
     public long LiveObjectsAtEnd { get; init; }
@@ -139,6 +141,8 @@ public sealed class ReplayReport
             SlabPageAllocsSkipped = e.SlabPageAllocs,
             KmallocLargePagesUndone = e.KmallocLargePageAllocs,
             AtomicEvents = e.AtomicEvents,
+            AtomicContextViolations = e.AtomicContextViolations,
+            AtomicContextViolationSamples = e.AtomicContextViolationSamples.ToList(),
             PeakLiveBytes = e.PeakLiveBytes,
             PeakLiveObjects = e.PeakLiveObjects,
             LiveObjectsAtEnd = e.LiveObjects,
@@ -174,6 +178,8 @@ public sealed class ReplayReport
         Line("time", $"{Seconds.ToString("F3", inv)} s ({N((long)EventsPerSecond)} events/s, reading included)");
         if (TraceMalformed + TraceLost > 0) Line("malformed lines / lost events", $"{N(TraceMalformed)} / {N(TraceLost)}");
         Line("atomic-context events", N(AtomicEvents));
+        Line("atomic context violations", N(AtomicContextViolations));
+        foreach (string s in AtomicContextViolationSamples) sb.Append("    ").Append(s).Append('\n');
 
         sb.Append(inv, $"\nEVENTS\n  {"event",-26} {"seen",10} {"replayed",10} {"skipped",10} {"failed",8}\n");
         foreach (KindRow k in Kinds)
@@ -272,6 +278,10 @@ public sealed class ReplayReport
         w.WriteNumber("slab_page_allocs_skipped", SlabPageAllocsSkipped);
         w.WriteNumber("kmalloc_large_pages_undone", KmallocLargePagesUndone);
         w.WriteNumber("atomic_events", AtomicEvents);
+        w.WriteNumber("atomic_context_violations", AtomicContextViolations);
+        w.WriteStartArray("atomic_context_violation_samples");
+        foreach (string s in AtomicContextViolationSamples) w.WriteStringValue(s);
+        w.WriteEndArray();
         w.WriteNumber("trace_lines", TraceLines);
         w.WriteNumber("trace_malformed", TraceMalformed);
         w.WriteNumber("trace_lost_events", TraceLost);
