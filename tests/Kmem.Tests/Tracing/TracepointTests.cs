@@ -135,6 +135,47 @@ public sealed unsafe class TracepointTests
         }
     }
 
+    // The flags column shows kmem's real context (Context.PreemptCount / IrqsDisabled), and the reader decodes it back.
+    [Fact]
+    public void Flags_column_shows_the_emitting_context()
+    {
+        string text = Capture(() =>
+        {
+            Tracepoints.Kfree("task", 0x1);
+            Kmem.Context.RunInSoftirq(() => Tracepoints.Kfree("softirq", 0x2));
+            Kmem.Context.RunInHardirq(() => Tracepoints.Kfree("hardirq", 0x3));
+            using (Kmem.Context.LocalIrqSave()) Tracepoints.Kfree("irqsoff", 0x4);
+            using (Preempt.Disable())
+            using (Preempt.Disable())
+                Tracepoints.Kfree("preempt2", 0x5);
+            using (Kmem.Context.LocalBhDisable()) Tracepoints.Kfree("bhoff", 0x6);
+            Kmem.Context.RunInNmi(() => Tracepoints.Kfree("nmi", 0x7));
+            Kmem.Context.RunInSoftirq(() => { using (Preempt.Disable()) Kmem.Context.RunInHardirq(() => Tracepoints.Kfree("nested", 0x8)); });
+        }, out int pid);
+        Assert.Matches(@"\] \.\.\.\.\. +\d+\.\d+: kfree: call_site=task\+", text);
+        Assert.Matches(@"\] \.\.s\.\. +\d+\.\d+: kfree: call_site=softirq\+", text);
+        Assert.Matches(@"\] d\.h\.\. +\d+\.\d+: kfree: call_site=hardirq\+", text);
+        Assert.Matches(@"\] d\.\.\.\. +\d+\.\d+: kfree: call_site=irqsoff\+", text);
+        Assert.Matches(@"\] \.\.\.2\. +\d+\.\d+: kfree: call_site=preempt2\+", text);
+        Assert.Matches(@"\] b\.\.\.\. +\d+\.\d+: kfree: call_site=bhoff\+", text);
+        Assert.Matches(@"\] d\.z\.\. +\d+\.\d+: kfree: call_site=nmi\+", text);
+        Assert.Matches(@"\] d\.H1\. +\d+\.\d+: kfree: call_site=nested\+", text);
+        List<TraceEvent> evs = Read(text, pid, out FtraceReader reader);
+        using (reader)
+        {
+            Assert.Equal(0, reader.Malformed);
+            TraceEvent By(string site) => evs.Single(e => reader.Strings[e.CallSiteId] == site + "+0x0/0x0");
+            Assert.False(By("task").IsAtomic);
+            Assert.True(By("softirq").InSoftirq && !By("softirq").IrqsOff);
+            Assert.True(By("hardirq").InHardirq && By("hardirq").IrqsOff);
+            Assert.True(By("irqsoff").IrqsOff && By("irqsoff").PreemptDepth == 0);
+            Assert.Equal(2, By("preempt2").PreemptDepth);
+            Assert.True(By("bhoff").BhOff && !By("bhoff").InSoftirq);
+            Assert.True(By("nmi").InNmi);
+            Assert.True(By("nested").InHardirq && By("nested").InSoftirq && By("nested").PreemptDepth == 1);
+        }
+    }
+
     [Fact]
     public void Disabled_events_record_nothing()
     {

@@ -22,5 +22,8 @@ public struct TraceRecord
     public EventKind Kind;
     public byte Cpu;
     public byte Context;   // TraceContextFlags low byte: irqs-off, bh-off, softirq, hardirq...
-    public byte Preempt;   // preempt depth (low nibble) | migrate-disable depth (high nibble)
+    public byte Preempt;   // preempt depth (bits 0-3) | migrate-disable depth (bits 4-6) | NmiBit
+
+    /// <summary>Bit of <see cref="Preempt"/> set in NMI context (TraceContextFlags.Nmi is wider than <see cref="Context"/>).</summary>
+    public const byte NmiBit = 0x80;
 }

@@ -117,11 +117,27 @@ public static class Tracepoints
         lock (s_labelLock) return Labels.Intern(text.AsSpan());
     }
 
-    // Context of the current thread for the flags column. Reads kmem's execution context once it exists; until then
-    // every event is logged from process context with interrupts on ('.....').
+    // The flags column from the calling thread's kmem context (Context.PreemptCount, IrqsDisabled), as
+    // tracing_gen_ctx does from preempt_count and the CPU's IF flag: irqs-off, bh-off (softirqs disabled but not
+    // being served), softirq, hardirq, NMI, and the preempt depth (preempt_count & 0xf; migrate-disable stays 0).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static (byte Context, byte Preempt) CurrentFlags()
+    {
+        int pc = Kmem.Context.PreemptCount;
+        TraceContextFlags f = TraceContextFlags.None;
+        if (Kmem.Context.IrqsDisabled) f |= TraceContextFlags.IrqsOff;
+        if ((pc & Kmem.Context.HardirqMask) != 0) f |= TraceContextFlags.Hardirq;
+        if ((pc & Kmem.Context.SoftirqOffset) != 0) f |= TraceContextFlags.Softirq;
+        if ((pc & Kmem.Context.SoftirqMask & ~Kmem.Context.SoftirqOffset) != 0) f |= TraceContextFlags.BhOff;
+        int preempt = Math.Min(pc & Kmem.Context.PreemptMask, 0xf);
+        if ((pc & Kmem.Context.NmiMask) != 0) preempt |= TraceRecord.NmiBit; // TraceContextFlags.Nmi does not fit the byte
+        return ((byte)f, (byte)preempt);
+    }
+
     private static TraceRecord Header(EventKind kind, int cpus)
     {
         TraceRecord r = default;
+        (r.Context, r.Preempt) = CurrentFlags();
         r.Kind = kind;
         r.Ticks = Stopwatch.GetTimestamp() - s_origin;
         r.Cpu = (byte)Cpu.Current(Math.Max(1, cpus));
@@ -401,8 +417,9 @@ public static class FtraceWriter
         sb.Append(irqs && bh ? 'D' : irqs ? 'd' : bh ? 'b' : '.');
         sb.Append('.');
         bool hard = (c & TraceContextFlags.Hardirq) != 0, soft = (c & TraceContextFlags.Softirq) != 0;
-        sb.Append(hard && soft ? 'H' : hard ? 'h' : soft ? 's' : '.');
-        int p = r.Preempt & 0xf, m = r.Preempt >> 4;
+        bool nmi = (r.Preempt & TraceRecord.NmiBit) != 0;
+        sb.Append(nmi && hard ? 'Z' : nmi ? 'z' : hard && soft ? 'H' : hard ? 'h' : soft ? 's' : '.');
+        int p = r.Preempt & 0xf, m = (r.Preempt >> 4) & 7;
         sb.Append(p == 0 ? '.' : "0123456789abcdef"[p]);
         sb.Append(m == 0 ? '.' : "0123456789abcdef"[m]);
     }
