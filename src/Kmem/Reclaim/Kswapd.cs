@@ -84,6 +84,7 @@ public sealed class Kswapd : IDisposable
             ZoneType highest;
             lock (_lock)
             {
+                if (!_pending && !_stop && Tracing.Emit.Tracepoints.KswapdSleepOn) Tracing.Emit.Tracepoints.KswapdSleep(0);
                 while (!_pending && !_stop) Monitor.Wait(_lock, 1000);
                 if (_stop) return;
                 _pending = false;
@@ -93,6 +94,7 @@ public sealed class Kswapd : IDisposable
                 _order = 0;
                 _highest = 0;
             }
+            if (Tracing.Emit.Tracepoints.KswapdWakeOn) Tracing.Emit.Tracepoints.KswapdWake(0, (int)highest, order);
             try { BalancePgdat(order, highest); }
             catch (Exception e) when (e is KmemException)
             {

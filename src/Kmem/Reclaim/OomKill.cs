@@ -56,6 +56,7 @@ public sealed partial class Reclaimer
             $"{reason}: Killed process {victim.Pid} ({victim.Comm}) total-vm:{s.TotalVmPages * 4}kB, anon-rss:{s.RssAnon * 4}kB, " +
             $"file-rss:{s.RssFile * 4}kB, shmem-rss:0kB, UID:{victim.Uid} pgtables:{s.PageTablePages * 4}kB oom_score_adj:{victim.OomScoreAdj}");
         _stat.Inc(VmItem.OomKill);
+        if (Tracing.Emit.Tracepoints.MarkVictimOn) Tracing.Emit.Tracepoints.MarkVictim(victim.Pid);
         victim.Kill();
         _log.Write(LogLevel.Info, $"oom_reaper: reaped process {victim.Pid} ({victim.Comm}), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB");
     }

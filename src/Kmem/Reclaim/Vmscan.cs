@@ -40,11 +40,13 @@ public sealed unsafe partial class Reclaimer
     /// <summary>try_to_free_pages: direct reclaim in the allocating thread. Returns pages reclaimed.</summary>
     public long TryToFreePages(Gfp gfp, int order, ZoneType highest)
     {
+        if (Tracing.Emit.Tracepoints.DirectReclaimBeginOn) Tracing.Emit.Tracepoints.DirectReclaimBegin(order, gfp);
         var sc = new ScanControl { Gfp = gfp, Order = order, ReclaimIdx = highest };
         Interlocked.Increment(ref _directRuns);
         _stat.Inc(VmStat.AllocStallFor(EffectiveZone(highest)));
         DoTryToFreePages(sc);
         if (sc.NrReclaimed > 0) Kswapd.ResetFailures();
+        if (Tracing.Emit.Tracepoints.DirectReclaimEndOn) Tracing.Emit.Tracepoints.DirectReclaimEnd((ulong)sc.NrReclaimed);
         return sc.NrReclaimed;
     }
 

@@ -174,6 +174,15 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Alloc(Gfp gfp)
     {
+        void* p = AllocNoTrace(gfp);
+        if (Tracing.Emit.Tracepoints.KmemCacheAllocOn && (Flags & SlabFlags.Kmalloc) == 0) Tracing.Emit.SlabTrace.CacheAlloc(_owner, this, p, gfp);
+        return p;
+    }
+
+    /// <summary>kmem_cache_alloc without its tracepoint: kmalloc's path (Linux's kmalloc logs only trace_kmalloc).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void* AllocNoTrace(Gfp gfp)
+    {
         Sheaf* sh = ThreadSheaves.Current(_slot);
         if (sh != null)
         {
@@ -443,6 +452,7 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Free(void* x)
     {
+        if (Tracing.Emit.Tracepoints.KmemCacheFreeOn) Tracing.Emit.SlabTrace.CacheFree(_owner, this, x);
         nuint at = (nuint)((byte*)x - _window); // virt_to_page on cached fields
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
         PageFrame* page = _mapBase + (at >> ArchProfile.PageShift);

@@ -151,6 +151,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     }
 
     internal MemMap MemMap { get; }
+    internal Machine Machine => _machine;
     internal byte* WindowBase => _machine.Physical.WindowBase;
     /// <summary>Bytes of the direct map: virt_to_page is valid for WindowBase + [0, this).</summary>
     internal nuint DirectMapBytes => (nuint)_machine.Physical.LowmemPfnEnd * ArchProfile.PageSize;
@@ -396,14 +397,17 @@ public sealed unsafe class SlabAllocator : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void* Kmalloc(nuint size, Gfp gfp)
     {
+        void* p;
         if (size - 1 < KmallocMaxCacheSize)
         {
             // Two table loads, no branch: type base by the GFP bits, class by (size - 1) / 8 (both in range by construction).
             int index = Unsafe.Add(ref MemoryMarshal.GetReference(TypeBase), TypeBits(gfp))
                       + Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3));
-            return Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).Alloc(gfp);
+            p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(gfp);
         }
-        return KmallocSlow(size, gfp);
+        else p = KmallocSlow(size, gfp);
+        if (Tracing.Emit.Tracepoints.KmallocOn) Tracing.Emit.SlabTrace.Kmalloc(this, p, size, gfp);
+        return p;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -444,6 +448,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Kfree(void* p)
     {
+        if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p);
         if ((nuint)p <= (nuint)ZeroSizePtr) return;
         // virt_to_page on cached fields, then compound_head.
         nuint at = (nuint)((byte*)p - _window);

@@ -433,6 +433,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
             v.NextLink = _lazyHead;
             _lazyHead = id;
             _lazyPages += (long)(v.Size >> PageShift);
+            if (Tracing.Emit.Tracepoints.FreeVmapAreaNoflushOn) Tracing.Emit.Tracepoints.FreeVmapAreaNoflush(v.Start, (ulong)_lazyPages, (ulong)LazyMaxPages);
             if (_lazyPages > LazyMaxPages) PurgeLocked();
         }
         return null;
@@ -450,13 +451,19 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         if (id == 0) return;
         _lazyHead = 0;
         _lazyPages = 0;
+        ulong lo = ulong.MaxValue, hi = 0; // purge_vmap_area_lazy's start/end: the span of the purged areas
+        uint purged = 0;
         while (id != 0)
         {
             int next = _pool[id].NextLink;
+            lo = Math.Min(lo, _pool[id].Start);
+            hi = Math.Max(hi, _pool[id].End);
+            purged++;
             FreeRangeLocked(id);
             id = next;
         }
         Interlocked.Increment(ref _purges);
+        if (Tracing.Emit.Tracepoints.PurgeVmapAreaLazyOn) Tracing.Emit.Tracepoints.PurgeVmapAreaLazy(lo, hi, purged);
     }
 
     /// <summary>alloc_vmap_area: the lowest-address fit, purging the lazy list and retrying once when there is no room.</summary>
@@ -505,6 +512,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
                     a.State = AreaState.Busy;
                     _pool.SetCaller(id, caller);
                     _busy.Insert(id);
+                    if (Tracing.Emit.Tracepoints.AllocVmapAreaOn) Tracing.Emit.Tracepoints.AllocVmapArea(at, size, align, Start, End, false);
                     return id;
                 }
                 if (attempt > 0 || _lazyHead == 0) break;
@@ -513,6 +521,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         }
         if ((gfp & Gfp.NoWarn) == 0 && Ratelimit())
             _log.Write(LogLevel.Warning, $"vmap allocation for size {size} failed: use vmalloc=<size> to increase size");
+        if (Tracing.Emit.Tracepoints.AllocVmapAreaOn) Tracing.Emit.Tracepoints.AllocVmapArea(0, size, align, Start, End, true);
         return 0;
     }
 

@@ -176,6 +176,87 @@ public sealed unsafe class TracepointTests
         }
     }
 
+    // kmem's own trace round-trips: a workload traced by a TraceSession (kmalloc/kfree, kmem_cache, pages, vmalloc),
+    // written as .zst, read back and replayed through a fresh machine, reproduces the same allocations by type.
+    [Fact]
+    public void Trace_session_round_trips_a_workload_through_replay()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"kmem-roundtrip-{Environment.ProcessId}-{Guid.NewGuid():N}.trace.zst");
+        using var m = Machine.Boot();
+        const int Pid = 4343;
+        int kmallocs = 0, kfrees = 0, cacheAllocs = 0, cacheFrees = 0, pageAllocs = 0, pageFrees = 0, vmallocs = 0, vfrees = 0;
+        using (var session = TraceSession.Start(m, 1 << 16))
+        {
+            CurrentTask.Set("kmemtest", Pid);
+            try
+            {
+                var objs = new List<nint>();
+                for (int i = 0; i < 100; i++) { objs.Add((nint)m.Slab.Kmalloc((nuint)(8 + i * 37), Gfp.Kernel)); kmallocs++; }
+                objs.Add((nint)m.Slab.Kmalloc(20000, Gfp.Kernel)); kmallocs++; // kmalloc_large
+                for (int i = 0; i < objs.Count; i += 2) { m.Slab.Kfree((void*)objs[i]); kfrees++; }
+                m.Slab.Kfree(null); kfrees++;
+                Kmem.Slab.KmemCache c = m.Slab.CreateCache("roundtrip_cache", 200)!;
+                var cobjs = new List<nint>();
+                for (int i = 0; i < 50; i++) { cobjs.Add((nint)c.Alloc(Gfp.Kernel)); cacheAllocs++; }
+                for (int i = 0; i < 30; i++) { c.Free((void*)cobjs[i]); cacheFrees++; }
+                var pages = new List<nint>();
+                for (int i = 0; i < 20; i++) { pages.Add((nint)m.Pages.AllocPages(Gfp.HighUserMovable, i % 3)); pageAllocs++; }
+                for (int i = 0; i < 10; i++) { m.Pages.FreePages((PageFrame*)pages[i], i % 3); pageFrees++; }
+                var vms = new List<nint>();
+                for (int i = 0; i < 5; i++) { vms.Add((nint)m.Vmalloc.Vmalloc((nuint)(4096 * (i + 1)))); vmallocs++; }
+                for (int i = 0; i < 3; i++) { m.Vmalloc.Vfree((void*)vms[i]); vfrees++; }
+            }
+            finally
+            {
+                CurrentTask.Clear();
+            }
+            Assert.Equal(0, session.Lost);
+            Assert.True(session.WriteTo(path) > 0);
+        }
+        try
+        {
+            var evs = new List<TraceEvent>();
+            using var reader = new FtraceReader(path);
+            Assert.Equal(TraceCompression.Zstd, reader.Compression);
+            while (reader.TryRead(out TraceEvent ev))
+                if (ev.Pid == Pid) evs.Add(ev);
+            Assert.Equal(0, reader.Malformed);
+            bool Ours(TraceEvent e) => reader.Strings[e.CallSiteId].StartsWith("TracepointTests.", StringComparison.Ordinal);
+            int N(EventKind k, bool ours = false) => evs.Count(e => e.Kind == k && (!ours || Ours(e)));
+            // The workload's own calls, by call site (kmem's internals, e.g. vmalloc's metadata, add their own events).
+            Assert.Equal(kmallocs, N(EventKind.Kmalloc, ours: true));
+            Assert.Equal(kfrees, N(EventKind.Kfree, ours: true));
+            Assert.Equal(cacheAllocs, N(EventKind.KmemCacheAlloc, ours: true));
+            Assert.Equal(cacheFrees, N(EventKind.KmemCacheFree, ours: true));
+            Assert.Equal(vmallocs, N(EventKind.AllocVmapArea));
+            Assert.Equal(vfrees, N(EventKind.FreeVmapAreaNoflush));
+            Assert.True(N(EventKind.MmPageAlloc) >= pageAllocs && N(EventKind.MmPageFree) >= pageFrees);
+            TraceEvent big = evs.Single(e => e.Kind == EventKind.Kmalloc && e.BytesReq == 20000);
+            Assert.Equal(4096L << 3, big.BytesAlloc);
+            Assert.Equal("roundtrip_cache", reader.Strings[evs.First(e => e.Kind == EventKind.KmemCacheAlloc && Ours(e)).CacheNameId]);
+
+            // Replay reproduces every allocation and free of the trace, by type.
+            using var m2 = Machine.Boot();
+            using var e = new ReplayEngine(m2, new MachineObjects(m2), new ReplayOptions { Mode = ReplayMode.All });
+            e.UseStrings(reader.Strings);
+            foreach (TraceEvent ev in evs) e.Replay(ev);
+            Assert.Equal(0, e.AllocatorErrors);
+            Assert.Equal(0, e.KmallocSizeClassMismatches);
+            Assert.Equal(0, e.CacheSizeMismatches);
+            Assert.Equal(0, e.UnknownFrees);
+            Assert.Equal(0, e.UnknownVmapFrees);
+            Assert.Equal(1, e.NullFrees);
+            foreach (EventKind k in new[] { EventKind.Kmalloc, EventKind.Kfree, EventKind.KmemCacheAlloc, EventKind.KmemCacheFree, EventKind.MmPageAlloc, EventKind.AllocVmapArea, EventKind.FreeVmapAreaNoflush })
+                Assert.Equal((k, (long)N(k)), (k, e.Replayed(k)));
+            e.FreeAllLive();
+            Assert.Equal(0, e.AllocatorErrors);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Fact]
     public void Disabled_events_record_nothing()
     {
