@@ -8,13 +8,16 @@ namespace Kmem.Cli.Commands;
 /// <item><c>kmem trace stat TRACE [--json] [--strict] [--top N]</c>: what <c>perf kmem stat</c> shows
 /// (<see cref="TraceStatistics"/>). Lenient by default: malformed lines are counted and the first few printed to
 /// the report; <c>--strict</c> stops at the first one with file:line.</item>
+/// <item><c>kmem trace capture OUT -- COMMAND [ARGS…]</c>: a real Linux trace of COMMAND, as root
+/// (<see cref="TraceCapture"/>).</item>
 /// </list>
 /// </summary>
 public static class TraceCommand
 {
     private const string Usage =
         "usage: kmem trace stat TRACE [--json] [--strict] [--top N]\n" +
-        "  TRACE: ftrace text (trace_pipe output), plain, .gz or .zst";
+        "       kmem trace capture OUT -- COMMAND [ARGS...]   (Linux, root: kmem/* and vmalloc/* events of the whole system while COMMAND runs)\n" +
+        "  TRACE: ftrace text (trace_pipe output), plain, .gz or .zst; OUT: the same, compression by extension";
 
     public static int Run(CliArgs args, TextWriter stdout)
     {
@@ -27,8 +30,21 @@ public static class TraceCommand
         return sub switch
         {
             "stat" => Stat(args, stdout),
-            _ => throw new CliException($"unknown trace subcommand '{sub}' (try: stat)"),
+            "capture" => Capture(args, stdout),
+            _ => throw new CliException($"unknown trace subcommand '{sub}' (try: stat, capture)"),
         };
+    }
+
+    private static int Capture(CliArgs args, TextWriter stdout)
+    {
+        if (args.Has("help"))
+        {
+            stdout.WriteLine(Usage);
+            return 0;
+        }
+        args.RejectUnknown();
+        if (args.Positional.Count != 2) throw new CliException("trace capture: give exactly one OUT file, then -- COMMAND");
+        return TraceCapture.Run(args.Positional[1], args.Rest, stdout);
     }
 
     private static int Stat(CliArgs args, TextWriter stdout)
