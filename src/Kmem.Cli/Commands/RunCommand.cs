@@ -12,7 +12,8 @@ namespace Kmem.Cli.Commands;
 public static class RunCommand
 {
     public const string Usage =
-        "usage: kmem run [--seed N] [--length X] [--json] [--no-progress] [boot options]\n" +
+        "usage: kmem run [--seed N] [--length X] [--json] [--trace-out FILE] [--no-progress] [boot options]\n" +
+        "  --trace-out FILE  record kmem's tracepoints during the run and write them in ftrace format (.zst/.gz/plain)\n" +
         "  --length X   scale every phase's work (default 1; 0.2 is quick, 5 is long)\n" +
         "  --json       print the summary as JSON on stdout (progress still goes to stderr)";
 
@@ -30,6 +31,8 @@ public static class RunCommand
         if (lengthText != null && (!double.TryParse(lengthText, System.Globalization.CultureInfo.InvariantCulture, out length) || length <= 0 || length > 100))
             throw new CliException($"--length: '{lengthText}' is not a number between 0 and 100");
         bool json = args.Has("json");
+        string? traceOut = args.Get("trace-out");
+        if (args.Has("trace-out") && string.IsNullOrEmpty(traceOut)) throw new CliException("--trace-out needs a file name");
         bool progress = !args.Has("no-progress");
         args.RejectUnknown();
 
@@ -41,8 +44,18 @@ public static class RunCommand
 
         var observer = new PhaseBars(text, progress && !json);
         MainScenario.Result r;
-        using (var scenario = new MainScenario(m, new ScenarioOptions { Seed = seed, Length = length }, observer))
-            r = scenario.Run();
+        // 2M records per CPU (80 bytes each): room for a default-length run without overwriting its beginning.
+        using (var trace = traceOut != null ? Tracing.Emit.TraceSession.Start(m, 1 << 21) : null)
+        {
+            using (var scenario = new MainScenario(m, new ScenarioOptions { Seed = seed, Length = length }, observer))
+                r = scenario.Run();
+            if (trace != null)
+            {
+                trace.Stop();
+                long lines = trace.WriteTo(traceOut!);
+                (json ? Console.Error : stdout).WriteLine($"trace: {lines} events written to {traceOut}{(trace.Lost > 0 ? $" ({trace.Lost} lost: the buffer overflowed)" : "")}");
+            }
+        }
 
         if (json)
         {
