@@ -11,9 +11,9 @@ namespace Kmem.Scenario;
 /// allocator with kmem_cache_shrink, and the pages freed are reported to reclaim (reclaim_state).
 /// </summary>
 /// <remarks>
-/// Caution: the shrinker frees into the slab allocator from inside reclaim. Drive pressure with page allocations or
-/// with other caches; a GFP_KERNEL allocation from this same cache that enters reclaim would re-enter the cache from
-/// its own slow path (SLUB avoids that by dropping the per-CPU lock before allocate_slab).
+/// The shrinker frees into the slab allocator from inside reclaim, possibly from inside a GFP_KERNEL allocation of this
+/// same cache whose new slab entered direct reclaim: that is safe because the slab allocator holds no lock across the
+/// page allocator (SlabAllocator design statement, section 4; SlabReclaimTests).
 /// </remarks>
 public sealed unsafe class DentryCache : IDisposable
 {

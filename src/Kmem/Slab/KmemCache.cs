@@ -345,13 +345,25 @@ public sealed unsafe class KmemCache
             nint fl = GetPartialNode(c);
             if (fl != 0) return c->Freelist = fl;
         }
-        // 4. A new slab from the page allocator, without holding the CPU lock.
+        // 4. A new slab from the page allocator, with no slab lock held (section 4): with a sleeping gfp AllocPages
+        //    enters direct reclaim, whose shrinkers may free into (or shrink) this very cache on this thread.
+        //    The CPU may have changed meanwhile (another thread, or a shrinker, installed a CPU slab): as SLUB's
+        //    retry_load_slab, a CPU slab found there is detached under the lock and deactivated without it.
         Volatile.Write(ref c->Lock, 0);
         PageFrame* fresh = NewSlab(gfp);
-        c = LockCpu(Cpu.Current(_nrCpus));
-        if (fresh == null)
-            return c->Freelist; // another thread may have refilled meanwhile
-        if (c->Slab != PageFrame.None) DeactivateSlab(c);
+        while (true)
+        {
+            c = LockCpu(Cpu.Current(_nrCpus));
+            if (fresh == null)
+                return c->Freelist; // another thread may have refilled meanwhile
+            if (c->Slab == PageFrame.None) break;
+            int oldPfn = c->Slab;
+            nint oldFreelist = c->Freelist;
+            c->Slab = PageFrame.None;
+            c->Freelist = 0;
+            Volatile.Write(ref c->Lock, 0);
+            DeactivateSlab(_map.PfnToPage(oldPfn), oldFreelist);
+        }
         fresh->Frozen = true;
         c->Slab = (int)_map.PageToPfn(fresh);
         c->Freelist = fresh->Freelist;
@@ -788,16 +800,16 @@ public sealed unsafe class KmemCache
         }
     }
 
-    /// <summary>deactivate_slab: give the CPU slab and its CPU freelist back (CPU lock held).</summary>
-    private void DeactivateSlab(KmemCacheCpu* c)
+    /// <summary>
+    /// deactivate_slab: give back a CPU slab already detached from its CPU (c->slab and c->freelist cleared under the
+    /// CPU lock, which is no longer held): its CPU freelist goes onto the slab, the slab onto the node partial list,
+    /// or back to the page allocator when empty beyond min_partial (after list_lock is dropped).
+    /// </summary>
+    private void DeactivateSlab(PageFrame* slab, nint fl)
     {
-        PageFrame* slab = _map.PfnToPage(c->Slab);
-        nint fl = c->Freelist;
         int n = 0;
         nint tail = 0;
         for (nint p = fl; p != 0; p = GetFreePointer(p)) { tail = p; n++; }
-        c->Slab = PageFrame.None;
-        c->Freelist = 0;
         bool discard = false;
         ListLock();
         SlabLock(slab);
@@ -979,12 +991,17 @@ public sealed unsafe class KmemCache
         DrainSheaves();
         for (int i = 0; i < _nrCpus; i++)
         {
+            // Detach under the CPU lock; deactivate and put back without it (no page allocator call under a slab lock).
             KmemCacheCpu* c = LockCpu(i);
-            if (c->Slab != PageFrame.None) DeactivateSlab(c);
+            int slab = c->Slab;
+            nint freelist = c->Freelist;
+            c->Slab = PageFrame.None;
+            c->Freelist = 0;
             int partial = c->Partial;
             c->Partial = PageFrame.None;
             c->PartialSlabs = 0;
             Volatile.Write(ref c->Lock, 0);
+            if (slab != PageFrame.None) DeactivateSlab(_map.PfnToPage(slab), freelist);
             if (partial != PageFrame.None) PutPartials(partial);
         }
     }
@@ -1111,6 +1128,9 @@ public sealed unsafe class KmemCache
     // =====================================================================================================
     // Locks and lists
     // =====================================================================================================
+
+    /// <summary>Is CPU <paramref name="cpu"/>'s lock of this cache held right now? (Tests: nothing may hold it across the page allocator.)</summary>
+    internal bool CpuLockHeld(int cpu) => Volatile.Read(ref _cpu[cpu].Lock) != 0;
 
     private KmemCacheCpu* LockCpu(int cpu)
     {

@@ -44,10 +44,20 @@ namespace Kmem.Slab;
 ///    d. slab_lock (per slab): slab->freelist, inuse, frozen. This stands for SLUB's cmpxchg_double on
 ///       (freelist, counters): a remote free takes only this lock unless the slab changes list (it was full, or it
 ///       becomes empty), in which case it takes list_lock first and re-reads the slab.
-///    The page allocator's locks are only taken with none of these held, except list_lock in none and the CPU lock in none
-///    (new slabs are allocated with the CPU lock dropped).
+///    The page allocator (AllocPages and FreePages, hence its zone and pcp locks and, for a sleeping gfp, direct
+///    reclaim with its shrinkers) is only called with none of b, c, d held. With a sleeping gfp a shrinker may free
+///    objects into, or shrink, the very cache that is allocating, on the same thread and CPU index, so holding any of
+///    them across AllocPages would self-deadlock (and would stall every thread sharing that CPU index). As SLUB's
+///    ___slab_alloc → new_slab: the refill drops the CPU lock, allocates and builds the slab, re-takes the CPU lock
+///    (possibly another CPU's) and, when a CPU slab appeared meanwhile, detaches it under the lock and deactivates it
+///    without it (retry_load_slab), then installs the new slab. Likewise every slab that becomes free (deactivate_slab,
+///    __put_partials, __slab_free, shrink) is unlinked under the locks and handed to FreePages after they are dropped;
+///    no sheaf window is open across either call. Tested by SlabReclaimTests (a shrinker freeing into the allocating
+///    cache; a probe on the same CPU index while AllocPages runs).
 ///    The sheaf registry lock (<c>ThreadSheaves.s_lock</c>, global) sits between a and b: slot registration, thread
-///    tables, every drain and thread-exit flush (which then take b, c, d and the page allocator's locks).
+///    tables, every drain and thread-exit flush (which then take b, c, d and, to free slabs that became empty, the
+///    page allocator's free path, which never reclaims; AllocPages is never called under s_lock, so no shrinker
+///    runs under it).
 /// 5. Fast paths (AggressiveInlining), no atomic instruction on either:
 ///    alloc = find the thread's sheaf (one [ThreadStatic] load, a bounds check, a load), open its window, pop, close
 ///    it, clear the link word. Free = virt_to_page on cached fields, compound_head, check Slab and cache id, check the
