@@ -900,11 +900,15 @@ public sealed unsafe class KmemCache
     // =====================================================================================================
 
     /// <summary>kmem_cache_alloc_bulk: fill <paramref name="objects"/>; returns its length, or 0 (nothing allocated) on failure.</summary>
-    /// <remarks>From the calling thread's sheaf in one window, the rest from the CPU layer in one CPU-lock round trip.</remarks>
+    /// <remarks>
+    /// From the calling thread's sheaf in one window (one [ThreadStatic] load per call), the rest from the CPU layer in
+    /// one CPU-lock round trip. The objects are copied out and their link words cleared in the same pass.
+    /// </remarks>
     public int AllocBulk(Gfp gfp, Span<nint> objects)
     {
         int n = objects.Length;
         if (n == 0) return 0;
+        nint offset = _offset;
         fixed (nint* dst = objects)
         {
             int i = 0;
@@ -917,22 +921,29 @@ public sealed unsafe class KmemCache
                     int size = sh->Size;
                     i = Math.Min(n, size);
                     size -= i;
-                    Buffer.MemoryCopy(sh->Objects + size, dst, i * sizeof(nint), i * sizeof(nint));
+                    nint* src = sh->Objects + size;
+                    for (int j = 0; j < i; j++)
+                    {
+                        nint obj = src[j];
+                        dst[j] = obj;
+                        *(nint*)(obj + offset) = 0; // a live object never looks free
+                    }
                     sh->Size = size;
                 }
                 Volatile.Write(ref sh->Busy, 0);
             }
             if (i < n)
             {
-                i += AllocFromCpu(gfp, dst + i, n - i);
-                if (i < n)
+                int got = AllocFromCpu(gfp, dst + i, n - i);
+                if (got < n - i)
                 {
-                    FlushToCpu(dst, i); // still free-marked: straight back
+                    FlushToCpu(dst + i, got); // still free-marked: straight back
+                    if (i != 0) FlushToCpu(dst, i);
                     objects.Clear();
                     return 0;
                 }
+                for (int j = i; j < n; j++) *(nint*)(dst[j] + offset) = 0;
             }
-            for (int j = 0; j < n; j++) *(nint*)(dst[j] + _offset) = 0;
         }
         if (_debug || (gfp & Gfp.Zero) != 0)
             foreach (nint obj in objects)
@@ -947,38 +958,66 @@ public sealed unsafe class KmemCache
     /// kmem_cache_free_bulk: objects that pass the fast-path checks go onto the calling thread's sheaf in one window;
     /// an object that fails one, or finds the sheaf full, takes <see cref="Free"/> (which reports or flushes).
     /// </summary>
+    /// <remarks>
+    /// One [ThreadStatic] load per window; the cache's constants are read into locals once (a store through an object
+    /// pointer would otherwise make the JIT reload every field); consecutive objects of one slab (the usual case:
+    /// kmem_cache_alloc_bulk hands out runs of one slab) skip virt_to_page and the slab checks, as
+    /// build_detached_freelist groups by slab.
+    /// </remarks>
     public void FreeBulk(ReadOnlySpan<nint> objects)
     {
         int i = 0;
         int len = objects.Length;
-        while (i < len)
-        {
-            Sheaf* sh = ThreadSheaves.Current(_slot);
-            if (sh != null)
+        byte* window = _window;
+        nuint directBytes = _directBytes;
+        PageFrame* mapBase = _mapBase;
+        int id = Id, size1 = _size, cap = _sheafCap;
+        nint bias = _bias, offset = _offset, random = _random;
+        ulong divisible = _divisible;
+        nuint slabBytes = (nuint)_slabBytes;
+        fixed (nint* objs = objects)
+            while (i < len)
             {
-                Volatile.Write(ref sh->Busy, 1);
-                if (Volatile.Read(ref sh->Stop) == 0)
+                Sheaf* sh = ThreadSheaves.Current(_slot);
+                if (sh != null)
                 {
-                    int size = sh->Size;
-                    for (; i < len && size < _sheafCap; i++)
+                    PageFrame* slab = null;
+                    nint slabBase = 0;
+                    ulong slabLimit = 0;
+                    Volatile.Write(ref sh->Busy, 1);
+                    if (Volatile.Read(ref sh->Stop) == 0)
                     {
-                        nint x = objects[i];
-                        nuint at = (nuint)((byte*)x - _window);
-                        if (at >= _directBytes) break;
-                        PageFrame* slab = _mapBase + (at >> ArchProfile.PageShift);
-                        if ((slab->Flags & PageFlags.Tail) != 0) slab = _mapBase + slab->CompoundHead;
-                        if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id) break;
-                        nint off = x - SlabBase(slab) - _bias;
-                        if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x)) break;
-                        SetFreePointer(x, 0);
-                        sh->Objects[size++] = x;
+                        int size = sh->Size;
+                        nint* slots = sh->Objects;
+                        for (; i < len && size < cap; i++)
+                        {
+                            nint x = objs[i];
+                            if ((nuint)(x - slabBase) >= slabBytes || slab == null)
+                            {
+                                nuint at = (nuint)((byte*)x - window);
+                                if (at >= directBytes) break;
+                                slab = mapBase + (at >> ArchProfile.PageShift);
+                                if ((slab->Flags & PageFlags.Tail) != 0) slab = mapBase + slab->CompoundHead;
+                                if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != id) break;
+                                slabBase = (nint)(window + (((nint)slab - (nint)mapBase) << (ArchProfile.PageShift - 6)));
+                                slabLimit = (ulong)(slab->Objects * size1);
+                            }
+                            nint off = x - slabBase - bias;
+                            if ((ulong)off * divisible > divisible - 1 || (ulong)off >= slabLimit) break;
+                            // IsLikelyFree, with the link's address computed once for the check and the store.
+                            nint at2 = x + offset;
+                            nint key = random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)at2);
+                            nint next = *(nint*)at2 ^ key;
+                            if (next == 0 || (nuint)(next - slabBase) < slabBytes) break;
+                            *(nint*)at2 = key; // encoded null: free-marked while in the sheaf
+                            slots[size++] = x;
+                        }
+                        sh->Size = size;
                     }
-                    sh->Size = size;
+                    Volatile.Write(ref sh->Busy, 0);
                 }
-                Volatile.Write(ref sh->Busy, 0);
+                if (i < len) Free((void*)objs[i++]);
             }
-            if (i < len) Free((void*)objects[i++]);
-        }
     }
 
     // =====================================================================================================
