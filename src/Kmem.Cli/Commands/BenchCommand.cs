@@ -91,6 +91,7 @@ public static unsafe class BenchCommand
             }),
         };
         AddSlabCases(m, cases, notes);
+        AddVmallocCases(m, cases, notes);
         foreach (var peer in new[] { ("mimalloc", NativeAllocators.Mimalloc), ("jemalloc", NativeAllocators.Jemalloc) })
         {
             if (peer.Item2 is not { } a)
@@ -148,6 +149,50 @@ public static unsafe class BenchCommand
         {
             notes.Add($"slab: unavailable ({e.GetType().Name}: {e.Message})");
         }
+    }
+
+    /// <summary>
+    /// Issue 4's cases: vmalloc(4096) + touch + vfree on the booted machine (lib/test_vmalloc.c's fix_size_alloc_test),
+    /// and its floor, one anonymous mmap + touch + munmap of a page (what any real mapping costs).
+    /// </summary>
+    private static void AddVmallocCases(Machine m, List<Case> cases, List<string> notes)
+    {
+        try
+        {
+            var vm = m.Vmalloc;
+            byte* probe = vm.Vmalloc(4096);
+            if (probe == null) throw new InvalidOperationException("vmalloc(4096) returned NULL");
+            vm.Vfree(probe);
+            cases.Add(new("vmalloc-1page", "vmalloc(4096) + touch + vfree (fix_size_alloc_test)", n =>
+            {
+                for (long i = 0; i < n; i++)
+                {
+                    byte* p = vm.Vmalloc(4096);
+                    *p = 1;
+                    vm.Vfree(p);
+                }
+            }));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            notes.Add($"vmalloc: unavailable ({e.GetType().Name}: {e.Message})");
+        }
+        if (!OperatingSystem.IsLinux())
+        {
+            notes.Add("mmap-1page: unavailable (not Linux)");
+            return;
+        }
+        cases.Add(new("mmap-1page", "mmap(4096, anonymous) + touch + munmap: the floor of a real mapping", n =>
+        {
+            for (long i = 0; i < n; i++)
+            {
+                nint p = Kmem.Physical.Libc.mmap(0, 4096, Kmem.Physical.Libc.PROT_READ | Kmem.Physical.Libc.PROT_WRITE,
+                    Kmem.Physical.Libc.MAP_PRIVATE | Kmem.Physical.Libc.MAP_ANONYMOUS, -1, 0);
+                if (p == -1) throw new KmemException("bench: mmap of one anonymous page failed");
+                *(byte*)p = 1;
+                Kmem.Physical.Libc.munmap(p, 4096);
+            }
+        }));
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

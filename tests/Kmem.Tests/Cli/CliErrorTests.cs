@@ -50,4 +50,18 @@ public class CliErrorTests
         Assert.Equal(1.0, glibc.GetProperty("vs_glibc").GetDouble());
         Assert.True(glibc.GetProperty("ns_per_op").GetDouble() > 0);
     }
+
+    [Fact]
+    public void BenchJson_HasVmallocAndMmapRows()
+    {
+        var stdout = new StringWriter();
+        int rc = Program.Execute(["bench", "--json", "--rounds", "1", "--round-ms", "2", "--filter", "1page"], stdout, new StringWriter());
+        Assert.Equal(0, rc);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout.ToString());
+        var rows = doc.RootElement.GetProperty("results").EnumerateArray().ToDictionary(r => r.GetProperty("name").GetString()!);
+        Assert.True(rows["vmalloc-1page"].GetProperty("ns_per_op").GetDouble() > 0);
+        Assert.True(rows["mmap-1page"].GetProperty("ns_per_op").GetDouble() > 0);
+        // Without the glibc row in the run there is nothing to divide by: null, never a made-up ratio.
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, rows["mmap-1page"].GetProperty("vs_glibc").ValueKind);
+    }
 }
