@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -128,7 +129,7 @@ internal sealed class FtraceLineParser
         {
             foreach (FieldSpec spec in layout)
             {
-                if (!fields[pos..].StartsWith(spec.Key))
+                if (!spec.IsPrefixOf(fields, pos))
                     break;
                 int start = pos + spec.Key.Length;
                 int end = NextSpace(line, fieldsStart + start) - fieldsStart;
@@ -590,7 +591,42 @@ internal sealed class FtraceLineParser
 
     private static ulong Required(EventKind kind) => RequiredByKind[(int)kind];
 
-    private readonly record struct FieldSpec(byte[] Key, FieldId Id);
+    private readonly struct FieldSpec
+    {
+        public readonly byte[] Key;
+        public readonly FieldId Id;
+        // The key's bytes 0-7 and 8-15 as little-endian words with masks (keys are at most 16 bytes), so that a match
+        // on a line with 16 bytes to spare is two loads, two ANDs and two compares.
+        private readonly ulong _lo, _loMask, _hi, _hiMask;
+
+        public FieldSpec(byte[] key, FieldId id)
+        {
+            if (key.Length > 16) throw new ArgumentException("field keys are at most 16 bytes", nameof(key));
+            Key = key;
+            Id = id;
+            Span<byte> padded = stackalloc byte[16];
+            padded.Clear();
+            key.CopyTo(padded);
+            _lo = BinaryPrimitives.ReadUInt64LittleEndian(padded);
+            _hi = BinaryPrimitives.ReadUInt64LittleEndian(padded[8..]);
+            _loMask = key.Length >= 8 ? ulong.MaxValue : (1UL << (8 * key.Length)) - 1;
+            _hiMask = key.Length <= 8 ? 0 : key.Length == 16 ? ulong.MaxValue : (1UL << (8 * (key.Length - 8))) - 1;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public bool IsPrefixOf(ReadOnlySpan<byte> s, int pos)
+        {
+            if ((uint)pos <= (uint)s.Length && s.Length - pos >= 16)
+            {
+                ref byte r = ref Unsafe.Add(ref MemoryMarshal.GetReference(s), pos);
+                ulong lo = Unsafe.ReadUnaligned<ulong>(ref r);
+                ulong hi = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref r, 8));
+                if (!BitConverter.IsLittleEndian) { lo = BinaryPrimitives.ReverseEndianness(lo); hi = BinaryPrimitives.ReverseEndianness(hi); }
+                return (((lo & _loMask) ^ _lo) | ((hi & _hiMask) ^ _hi)) == 0;
+            }
+            return s[pos..].StartsWith(Key);
+        }
+    }
 
     // Field order of the TP_printk formats in Linux 6.18 (include/trace/events/kmem.h, vmalloc.h).
     private static readonly FieldSpec[]?[] Layouts = BuildLayouts();
