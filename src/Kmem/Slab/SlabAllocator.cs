@@ -410,9 +410,13 @@ public sealed unsafe class SlabAllocator : IDisposable
         void* p;
         if (size - 1 < KmallocMaxCacheSize)
         {
-            // Two table loads, no branch: type base by the GFP bits, class by (size - 1) / 8 (both in range by construction).
+            // Type base by the GFP bits, class by (size - 1) / 8 (both in range by construction). Up to 192 the class
+            // comes from the size_index span (RVA data): with a constant size and gfp, as most callers pass, the JIT
+            // folds the whole index to a constant; above, one load from the 1 KiB table.
             int index = Unsafe.Add(ref MemoryMarshal.GetReference(TypeBase), TypeBits(gfp))
-                      + Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3));
+                      + (size <= 192
+                          ? Unsafe.Add(ref MemoryMarshal.GetReference(SizeIndex), (nint)((size - 1) >> 3))
+                          : Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3)));
             p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(gfp);
         }
         else p = KmallocSlow(size, gfp);
@@ -460,6 +464,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     {
         if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p);
         if ((nuint)p <= (nuint)ZeroSizePtr) return;
+        SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
         // virt_to_page on cached fields, then compound_head.
         nuint at = (nuint)((byte*)p - _window);
         PageFrame* page = null;
@@ -469,7 +474,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
             if ((page->Flags & PageFlags.Slab) != 0 && CacheById(page->SlabCache) is { } s)
             {
-                s.FreeObject(page, (nint)p);
+                s.FreeObject(page, (nint)p, t);
                 return;
             }
         }
