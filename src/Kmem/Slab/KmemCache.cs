@@ -431,6 +431,7 @@ public sealed unsafe class KmemCache
         int objects = ArchProfile.PageSize << order == _slabBytes ? _objects : SlabGeometry.OrderObjects(order, _size);
         page->Flags |= PageFlags.Slab;
         page->SlabCache = Id;
+        page->MapCount = _slot; // the sheaf slot, read by the free fast path without going through the cache
         page->ObjectsFrozen = 0;
         page->Objects = (ushort)objects;
         page->Inuse = 0;
@@ -471,7 +472,7 @@ public sealed unsafe class KmemCache
         PageFrame* page = _mapBase + (at >> ArchProfile.PageShift);
         if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
         if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
-        FreeObject(page, (nint)x, t);
+        FreeObject(page, (nint)x, t, _slot);
     }
 
     /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache.</summary>
@@ -481,7 +482,7 @@ public sealed unsafe class KmemCache
     /// its Busy window. The pushed object's link word is set to the encoded null, so it looks free while it sits there.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeObject(PageFrame* slab, nint x, SheafTable* t)
+    internal void FreeObject(PageFrame* slab, nint x, SheafTable* t, int slot)
     {
         nint off = x - SlabBase(slab) - _bias;
         if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x))
@@ -489,7 +490,7 @@ public sealed unsafe class KmemCache
             FreeChecked(slab, x);
             return;
         }
-        Sheaf* sh = ThreadSheaves.In(t, _slot);
+        Sheaf* sh = ThreadSheaves.In(t, slot);
         if (sh != null)
         {
             SetFreePointer(x, 0);
@@ -855,6 +856,7 @@ public sealed unsafe class KmemCache
     {
         slab->Flags &= ~PageFlags.Slab;
         slab->SlabCache = 0;
+        slab->MapCount = -1;
         slab->Freelist = 0;
         slab->ObjectsFrozen = 0;
         slab->Inuse = 0;
