@@ -61,7 +61,7 @@ public struct PageFrame
     [FieldOffset(0)] public PageFlags Flags;
     /// <summary>_refcount: 0 when free; 1 when allocated (set_page_refcounted).</summary>
     [FieldOffset(8)] public int RefCount;
-    /// <summary>_mapcount: user mappings of the page (-1 = none, as Linux).</summary>
+    /// <summary>_mapcount: user mappings of the page (-1 = none, as Linux). Slab head pages: the cache's thread-sheaf slot (-1: none).</summary>
     [FieldOffset(12)] public int MapCount;
     [FieldOffset(16)] public int Next;
     [FieldOffset(20)] public int Prev;

@@ -431,6 +431,7 @@ public sealed unsafe class KmemCache
         int objects = ArchProfile.PageSize << order == _slabBytes ? _objects : SlabGeometry.OrderObjects(order, _size);
         page->Flags |= PageFlags.Slab;
         page->SlabCache = Id;
+        page->MapCount = _slot; // the sheaf slot, read by the free fast path without going through the cache
         page->ObjectsFrozen = 0;
         page->Objects = (ushort)objects;
         page->Inuse = 0;
@@ -465,12 +466,13 @@ public sealed unsafe class KmemCache
     public void Free(void* x)
     {
         if (Tracing.Emit.Tracepoints.KmemCacheFreeOn) Tracing.Emit.SlabTrace.CacheFree(_owner, this, x);
+        SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
         nuint at = (nuint)((byte*)x - _window); // virt_to_page on cached fields
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
         PageFrame* page = _mapBase + (at >> ArchProfile.PageShift);
         if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
         if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
-        FreeObject(page, (nint)x);
+        FreeObject(page, (nint)x, t, _slot);
     }
 
     /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache.</summary>
@@ -480,7 +482,7 @@ public sealed unsafe class KmemCache
     /// its Busy window. The pushed object's link word is set to the encoded null, so it looks free while it sits there.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeObject(PageFrame* slab, nint x)
+    internal void FreeObject(PageFrame* slab, nint x, SheafTable* t, int slot)
     {
         nint off = x - SlabBase(slab) - _bias;
         if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x))
@@ -488,7 +490,7 @@ public sealed unsafe class KmemCache
             FreeChecked(slab, x);
             return;
         }
-        Sheaf* sh = ThreadSheaves.Current(_slot);
+        Sheaf* sh = ThreadSheaves.In(t, slot);
         if (sh != null)
         {
             SetFreePointer(x, 0);
@@ -854,6 +856,7 @@ public sealed unsafe class KmemCache
     {
         slab->Flags &= ~PageFlags.Slab;
         slab->SlabCache = 0;
+        slab->MapCount = -1;
         slab->Freelist = 0;
         slab->ObjectsFrozen = 0;
         slab->Inuse = 0;

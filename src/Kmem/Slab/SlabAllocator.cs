@@ -27,7 +27,8 @@ namespace Kmem.Slab;
 ///    <see cref="PageFrame"/>: <c>Flags</c> has Slab; <c>SlabCache</c> = cache id; <c>Freelist</c> = first free object
 ///    not owned by a CPU; <c>Inuse</c>, <c>Objects</c>, <c>Frozen</c>; <c>Next/Prev</c> = node partial links (PFNs) or
 ///    the CPU partial chain (Next only); <c>Mapping</c> = state bits (OnNodePartial, OnCpuPartial, RcuPending | stamp);
-///    <c>Private</c> = slab_lock word.
+///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf slot (-1: none), where Linux keeps the slab
+///    page_type, so kfree finds the thread's sheaf from the page without loading the cache first.
 /// 3. Slab states (flag combinations, asserted by <see cref="KmemCache.CheckInvariants"/>):
 ///    CPU slab: Frozen, on no list, c->slab == pfn; objects split between c->freelist (CPU only) and slab->freelist
 ///    (remote frees); Inuse counts c->freelist objects as in use.
@@ -60,7 +61,12 @@ namespace Kmem.Slab;
 ///    runs under it).
 /// 5. Fast paths (AggressiveInlining), no atomic instruction on either:
 ///    alloc = find the thread's sheaf (one [ThreadStatic] load, a bounds check, a load), open its window, pop, close
-///    it, clear the link word. Free = virt_to_page on cached fields, compound_head, check Slab and cache id, check the
+///    it, clear the link word. kmalloc's class comes from the size_index span up to 192 bytes (RVA data: a constant
+///    size and gfp fold to one load of the cache), from a 1 KiB table above. Free = load the thread's sheaf table
+///    first (on Linux a [ThreadStatic] load is a call into the TLS resolver: made before the checks nothing has to
+///    survive it, and where an alloc and a free inline into one method the JIT shares one resolver call between them;
+///    kfree takes the sheaf slot from the slab's MapCount, kmem_cache_free from the cache), then virt_to_page on
+///    cached fields, compound_head, check Slab and cache id, check the
 ///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to a link of
 ///    this slab (a free object always does, a live one never does: the alloc paths clear it), write the encoded null
 ///    link (so the object looks free while in the sheaf), open the window, push, close it. That link check is the
@@ -69,7 +75,8 @@ namespace Kmem.Slab;
 ///    the freelists; __slab_free's head == prior test stays as a second line.
 ///    Sheaf ownership (what replaces preempt_disable): only the owning thread changes Size/Objects, and only inside
 ///    a window: <c>Busy = 1; if (Stop == 0) { ... }; Busy = 0</c> (plain stores; no locks, calls, waits or throws
-///    inside). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
+///    inside; Size and Stop are two 4-byte loads on purpose: one 8-byte load of both right after the previous
+///    operation's 4-byte Size store misses store forwarding and measured slower). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
 ///    holds the registry lock, sets Stop on every thread's sheaf of the cache, issues
 ///    <see cref="Interlocked.MemoryBarrierProcessWide"/> (sys_membarrier: every running thread passes a full barrier),
 ///    waits for Busy == 0, empties the sheaf into the CPU layer and clears Stop. Invariant: after the barrier an owner
@@ -410,9 +417,13 @@ public sealed unsafe class SlabAllocator : IDisposable
         void* p;
         if (size - 1 < KmallocMaxCacheSize)
         {
-            // Two table loads, no branch: type base by the GFP bits, class by (size - 1) / 8 (both in range by construction).
+            // Type base by the GFP bits, class by (size - 1) / 8 (both in range by construction). Up to 192 the class
+            // comes from the size_index span (RVA data): with a constant size and gfp, as most callers pass, the JIT
+            // folds the whole index to a constant; above, one load from the 1 KiB table.
             int index = Unsafe.Add(ref MemoryMarshal.GetReference(TypeBase), TypeBits(gfp))
-                      + Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3));
+                      + (size <= 192
+                          ? Unsafe.Add(ref MemoryMarshal.GetReference(SizeIndex), (nint)((size - 1) >> 3))
+                          : Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3)));
             p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(gfp);
         }
         else p = KmallocSlow(size, gfp);
@@ -460,6 +471,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     {
         if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p);
         if ((nuint)p <= (nuint)ZeroSizePtr) return;
+        SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
         // virt_to_page on cached fields, then compound_head.
         nuint at = (nuint)((byte*)p - _window);
         PageFrame* page = null;
@@ -469,7 +481,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
             if ((page->Flags & PageFlags.Slab) != 0 && CacheById(page->SlabCache) is { } s)
             {
-                s.FreeObject(page, (nint)p);
+                s.FreeObject(page, (nint)p, t, page->MapCount); // the slab's sheaf slot: see KmemCache.FreeObject
                 return;
             }
         }

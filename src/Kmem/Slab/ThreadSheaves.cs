@@ -76,11 +76,22 @@ internal static unsafe class ThreadSheaves
 
     /// <summary>The calling thread's sheaf for <paramref name="slot"/>, or null when it has none yet.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Sheaf* Current(int slot)
+    public static Sheaf* Current(int slot) => In(t_table, slot);
+
+    /// <summary>
+    /// The calling thread's table, or null (the [ThreadStatic] load alone: on Linux a call into the TLS resolver,
+    /// which clobbers the caller-saved registers, so the free paths make it first, before their checks).
+    /// </summary>
+    public static SheafTable* Table
     {
-        SheafTable* t = t_table;
-        return t != null && (uint)slot < (uint)t->Length ? t->Sheaves[slot] : null;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => t_table;
     }
+
+    /// <summary>The sheaf for <paramref name="slot"/> in <paramref name="t"/> (the calling thread's <see cref="Table"/>), or null.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Sheaf* In(SheafTable* t, int slot) =>
+        t != null && (uint)slot < (uint)t->Length ? t->Sheaves[slot] : null;
 
     /// <summary>The calling thread's sheaf for <paramref name="slot"/>, created (and the thread registered) if needed.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
