@@ -43,12 +43,12 @@ public static unsafe class KernelApi
     public const SlabFlags SLAB_ACCOUNT = SlabFlags.Account;
     public const SlabFlags SLAB_TYPESAFE_BY_RCU = SlabFlags.TypesafeByRcu;
 
-    public static void* kmalloc(nuint size, Gfp flags) => Current.Slab.Kmalloc(size, flags);
-    public static void* kzalloc(nuint size, Gfp flags) => Current.Slab.Kzalloc(size, flags);
+    public static void* kmalloc(nuint size, Gfp flags, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") => Current.Slab.Kmalloc(size, flags, caller);
+    public static void* kzalloc(nuint size, Gfp flags, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") => Current.Slab.Kzalloc(size, flags, caller);
     public static void* kcalloc(nuint n, nuint size, Gfp flags) => Current.Slab.Kcalloc(n, size, flags);
     public static void* kmalloc_array(nuint n, nuint size, Gfp flags) => Current.Slab.KmallocArray(n, size, flags);
     public static void* krealloc(void* p, nuint size, Gfp flags) => Current.Slab.Krealloc(p, size, flags);
-    public static void kfree(void* p) => Current.Slab.Kfree(p);
+    public static void kfree(void* p, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") => Current.Slab.Kfree(p, caller);
     public static void kfree_sensitive(void* p) => Current.Slab.KfreeSensitive(p);
     public static nuint ksize(void* p) => Current.Slab.Ksize(p);
     public static nuint kmalloc_size_roundup(nuint size) => SlabAllocator.KmallocSizeRoundup(size);
@@ -56,9 +56,9 @@ public static unsafe class KernelApi
 
     public static KmemCache? kmem_cache_create(string name, uint size, uint align, SlabFlags flags, Action<nint>? ctor) =>
         Current.Slab.CreateCache(name, (int)size, (int)align, flags, ctor);
-    public static void* kmem_cache_alloc(KmemCache s, Gfp flags) => s.Alloc(flags);
-    public static void* kmem_cache_zalloc(KmemCache s, Gfp flags) => s.Zalloc(flags);
-    public static void kmem_cache_free(KmemCache s, void* x) => s.Free(x);
+    public static void* kmem_cache_alloc(KmemCache s, Gfp flags, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") => s.Alloc(flags, caller);
+    public static void* kmem_cache_zalloc(KmemCache s, Gfp flags, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") => s.Zalloc(flags, caller);
+    public static void kmem_cache_free(KmemCache s, void* x, [System.Runtime.CompilerServices.CallerMemberName] string caller = "") => s.Free(x, caller);
     public static int kmem_cache_shrink(KmemCache s) => s.Shrink();
     public static void kmem_cache_destroy(KmemCache? s) => Current.Slab.DestroyCache(s);
     public static uint kmem_cache_size(KmemCache s) => (uint)s.KmemCacheSize;

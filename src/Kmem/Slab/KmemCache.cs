@@ -172,10 +172,10 @@ public sealed unsafe class KmemCache
     /// <see cref="AllocSlow"/>.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void* Alloc(Gfp gfp)
+    public void* Alloc(Gfp gfp, [CallerMemberName] string caller = "")
     {
         void* p = AllocNoTrace(gfp);
-        if (Tracing.Emit.Tracepoints.KmemCacheAllocOn && (Flags & SlabFlags.Kmalloc) == 0) Tracing.Emit.SlabTrace.CacheAlloc(_owner, this, p, gfp);
+        if (Tracing.Emit.Tracepoints.KmemCacheAllocOn && (Flags & SlabFlags.Kmalloc) == 0) Tracing.Emit.SlabTrace.CacheAlloc(_owner, this, p, gfp, caller);
         return p;
     }
 
@@ -207,7 +207,7 @@ public sealed unsafe class KmemCache
 
     /// <summary>kmem_cache_zalloc.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void* Zalloc(Gfp gfp) => Alloc(gfp | Gfp.Zero);
+    public void* Zalloc(Gfp gfp, [CallerMemberName] string caller = "") => Alloc(gfp | Gfp.Zero, caller);
 
     /// <summary>
     /// The sheaf is empty (or missing, or being drained): take half a sheaf from the CPU layer in one CPU-lock round
@@ -463,9 +463,9 @@ public sealed unsafe class KmemCache
 
     /// <summary>kmem_cache_free. Bad pointers are reported (<see cref="SlabException"/>) and change nothing.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Free(void* x)
+    public void Free(void* x, [CallerMemberName] string caller = "")
     {
-        if (Tracing.Emit.Tracepoints.KmemCacheFreeOn) Tracing.Emit.SlabTrace.CacheFree(_owner, this, x);
+        if (Tracing.Emit.Tracepoints.KmemCacheFreeOn) Tracing.Emit.SlabTrace.CacheFree(_owner, this, x, caller);
         SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
         nuint at = (nuint)((byte*)x - _window); // virt_to_page on cached fields
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }

@@ -412,7 +412,7 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>kmalloc(size, gfp): ZERO_SIZE_PTR for 0, a kmalloc cache object up to 8192, kmalloc_large above, null on failure.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void* Kmalloc(nuint size, Gfp gfp)
+    public void* Kmalloc(nuint size, Gfp gfp, [CallerMemberName] string caller = "")
     {
         void* p;
         if (size - 1 < KmallocMaxCacheSize)
@@ -427,7 +427,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(gfp);
         }
         else p = KmallocSlow(size, gfp);
-        if (Tracing.Emit.Tracepoints.KmallocOn) Tracing.Emit.SlabTrace.Kmalloc(this, p, size, gfp);
+        if (Tracing.Emit.Tracepoints.KmallocOn) Tracing.Emit.SlabTrace.Kmalloc(this, p, size, gfp, caller);
         return p;
     }
 
@@ -435,7 +435,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     private void* KmallocSlow(nuint size, Gfp gfp) => size == 0 ? ZeroSizePtr : KmallocLarge(size, gfp);
 
     /// <summary>kzalloc.</summary>
-    public void* Kzalloc(nuint size, Gfp gfp) => Kmalloc(size, gfp | Gfp.Zero);
+    public void* Kzalloc(nuint size, Gfp gfp, [CallerMemberName] string caller = "") => Kmalloc(size, gfp | Gfp.Zero, caller);
 
     /// <summary>kmalloc_large: a compound page allocation, counted as unreclaimable slab memory as Linux does.</summary>
     public void* KmallocLarge(nuint size, Gfp gfp)
@@ -467,9 +467,9 @@ public sealed unsafe class SlabAllocator : IDisposable
 
     /// <summary>kfree. NULL and ZERO_SIZE_PTR are ignored; a bad pointer is reported and changes nothing.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Kfree(void* p)
+    public void Kfree(void* p, [CallerMemberName] string caller = "")
     {
-        if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p);
+        if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p, caller);
         if ((nuint)p <= (nuint)ZeroSizePtr) return;
         SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
         // virt_to_page on cached fields, then compound_head.

@@ -221,7 +221,8 @@ public sealed unsafe class TracepointTests
             while (reader.TryRead(out TraceEvent ev))
                 if (ev.Pid == Pid) evs.Add(ev);
             Assert.Equal(0, reader.Malformed);
-            bool Ours(TraceEvent e) => reader.Strings[e.CallSiteId].StartsWith("TracepointTests.", StringComparison.Ordinal);
+            // call_site is the calling method's name ([CallerMemberName] on the slab entry points), as Linux prints a function.
+            bool Ours(TraceEvent e) => reader.Strings[e.CallSiteId].StartsWith(nameof(Trace_session_round_trips_a_workload_through_replay) + "+", StringComparison.Ordinal);
             int N(EventKind k, bool ours = false) => evs.Count(e => e.Kind == k && (!ours || Ours(e)));
             // The workload's own calls, by call site (kmem's internals, e.g. vmalloc's metadata, add their own events).
             Assert.Equal(kmallocs, N(EventKind.Kmalloc, ours: true));

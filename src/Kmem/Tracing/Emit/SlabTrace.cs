@@ -21,6 +21,12 @@ internal static unsafe class SlabTrace
     private static readonly Lock s_sitesLock = new();
 
     /// <summary>The calling method outside kmem's slab and tracing code, as "Type.Method".</summary>
+    /// <summary>
+    /// The call site: the label the caller passed (the entry points take [CallerMemberName], so this is the calling
+    /// method's name at no run-time cost), or, when none was passed, the first frame outside the slab layer.
+    /// </summary>
+    private static string Site(string caller) => caller.Length != 0 ? caller : CallSite();
+
     internal static string CallSite()
     {
         var st = new StackTrace(2, false);
@@ -52,32 +58,32 @@ internal static unsafe class SlabTrace
 
     /// <summary>trace_kmalloc after kmalloc(size, gfp) returned <paramref name="p"/> (null: failed). ZERO_SIZE_PTR is not traced, as in Linux.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static void Kmalloc(SlabAllocator s, void* p, nuint size, Gfp gfp)
+    public static void Kmalloc(SlabAllocator s, void* p, nuint size, Gfp gfp, string caller)
     {
         if (p == SlabAllocator.ZeroSizePtr) return;
         long bytesAlloc = p != null ? (long)s.Ksize(p) : (long)SlabAllocator.KmallocSizeRoundup(size);
-        Tracepoints.Kmalloc(CallSite(), (nint)Kva(s, p), (long)size, bytesAlloc, gfp, -1, (gfp & Gfp.Account) != 0);
+        Tracepoints.Kmalloc(Site(caller), (nint)Kva(s, p), (long)size, bytesAlloc, gfp, -1, (gfp & Gfp.Account) != 0);
     }
 
     /// <summary>trace_kfree at the start of kfree(p) (NULL included, as Linux logs kfree(NULL)).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static void Kfree(SlabAllocator s, void* p)
+    public static void Kfree(SlabAllocator s, void* p, string caller)
     {
-        Tracepoints.Kfree(CallSite(), p == SlabAllocator.ZeroSizePtr ? 0x10 : (nint)Kva(s, p));
+        Tracepoints.Kfree(Site(caller), p == SlabAllocator.ZeroSizePtr ? 0x10 : (nint)Kva(s, p));
     }
 
     /// <summary>trace_kmem_cache_alloc after kmem_cache_alloc(c, gfp) returned <paramref name="p"/>.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static void CacheAlloc(SlabAllocator s, KmemCache c, void* p, Gfp gfp)
+    public static void CacheAlloc(SlabAllocator s, KmemCache c, void* p, Gfp gfp, string caller)
     {
-        Tracepoints.KmemCacheAlloc(CallSite(), (nint)Kva(s, p), c.Name, c.ObjectSize, c.Size, gfp, -1,
+        Tracepoints.KmemCacheAlloc(Site(caller), (nint)Kva(s, p), c.Name, c.ObjectSize, c.Size, gfp, -1,
             (gfp & Gfp.Account) != 0 || (c.Flags & SlabFlags.Account) != 0);
     }
 
     /// <summary>trace_kmem_cache_free at the start of kmem_cache_free(c, p).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static void CacheFree(SlabAllocator s, KmemCache c, void* p)
+    public static void CacheFree(SlabAllocator s, KmemCache c, void* p, string caller)
     {
-        Tracepoints.KmemCacheFree(CallSite(), (nint)Kva(s, p), c.Name);
+        Tracepoints.KmemCacheFree(Site(caller), (nint)Kva(s, p), c.Name);
     }
 }

@@ -16,9 +16,9 @@ namespace Kmem.Tracing.Emit;
  * 2. When on, an emitter fills a TraceRecord (80 bytes, no references: texts are ids into Labels) and stores it
  *    in the calling CPU's native ring buffer (TraceRingBuffer: overwrite or stop mode, lost events counted).
  *    Recording allocates nothing after a text's first use (Labels interns call sites, comms and cache names). The
- *    slab events find their call_site by walking the stack (SlabTrace.CallSite: a StackTrace per event, cached per
- *    method): about 4.5 us and a managed allocation per event while such an event is enabled, nothing when disabled.
- *    A caller-passed label ([CallerMemberName] on the slab entry points) would remove that; not done yet.
+ *    slab events' call_site is the label the caller passes: kmalloc/kfree/kmem_cache_alloc/free take
+ *    [CallerMemberName], so it is the calling method's name, known at compile time; only a caller that passes an
+ *    empty label makes SlabTrace walk the stack (a StackTrace per event: microseconds and a managed allocation).
  * 3. Output: FtraceWriter prints the records as trace_pipe does (TASK-PID [CPU] FLAGS TIMESTAMP: event: fields),
  *    with each event's TP_printk field order from include/trace/events/{kmem,vmalloc,vmscan,oom}.h, so
  *    FtraceReader (and kmem replay) read kmem's traces exactly as Linux's. Pointers are printed unhashed (as with
