@@ -38,6 +38,7 @@ public sealed unsafe class PageAllocator
     private readonly MemMap _map;
     private readonly PhysicalMemory _phys;
     private readonly KernelLog _log;
+    private readonly RateLimit _warnRatelimit;
     private readonly VmStat _stat;
     private readonly int _cpus;
     private readonly ZoneSet _zoneSet;
@@ -50,9 +51,6 @@ public sealed unsafe class PageAllocator
     private readonly int[] _gfpRoute = new int[GfpRouteBits + 1];
     // For each highest zone: the first populated zone of the zonelist walk, or null (the pcp fast path's zone).
     private readonly Zone?[] _firstZone = new Zone?[6];
-    private long _warnWindowStart;
-    private int _warnsInWindow;
-    private long _warnsSuppressed;
 
     /// <summary>Populated zones, lowest first.</summary>
     public IReadOnlyList<Zone> Zones { get; }
@@ -75,6 +73,7 @@ public sealed unsafe class PageAllocator
         _map = map;
         _phys = phys;
         _log = log;
+        _warnRatelimit = new RateLimit(log, "warn_alloc");
         _stat = stat;
         SleepCheck = new SleepChecker(log);
         _cpus = cfg.Cpus;
@@ -899,23 +898,7 @@ public sealed unsafe class PageAllocator
     /// <summary>warn_alloc: rate-limited as Linux's (10 reports per 5 s), with a show_free_areas summary.</summary>
     private void WarnAlloc(Gfp gfp, int order)
     {
-        if ((gfp & Gfp.NoWarn) != 0) return;
-        long now = Environment.TickCount64;
-        lock (_log)
-        {
-            if (now - _warnWindowStart > 5000)
-            {
-                if (_warnsSuppressed > 0) _log.Write(LogLevel.Warning, $"warn_alloc: {_warnsSuppressed} callbacks suppressed");
-                _warnWindowStart = now;
-                _warnsInWindow = 0;
-                _warnsSuppressed = 0;
-            }
-            if (++_warnsInWindow > 10)
-            {
-                _warnsSuppressed++;
-                return;
-            }
-        }
+        if ((gfp & Gfp.NoWarn) != 0 || !_warnRatelimit.Allow()) return;
         _log.Write(LogLevel.Warning, $"{CurrentTask.Comm}: page allocation failure: order:{order}, mode:{FormatMode(gfp)}, nodemask=(null)\n{ShowFreeAreas()}");
     }
 

@@ -117,6 +117,7 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
         _pages = m.Pages;
         _map = m.MemMap;
         _log = m.Log;
+        _ratelimit = new RateLimit(_log, "vmalloc");
         _totalRamPages = m.TotalRamPages;
         _free = new VaTree(_pool);
         _busy = new VaTree(_pool);
@@ -730,28 +731,10 @@ public sealed unsafe partial class VmallocAllocator : IDisposable, IThreadPoolWo
             $"{CurrentTask.Comm}: {what}, mode:0x{(uint)gfp:x}({GfpFormat.Format(gfp)}), nodemask=(null)\n{_pages.ShowFreeAreas()}");
     }
 
-    private long _rlWindowStart;
-    private int _rlCount;
-    private long _rlSuppressed;
+    private readonly RateLimit _ratelimit;
 
-    /// <summary>printk_ratelimit(): at most 10 messages per 5 s (DEFAULT_RATELIMIT_BURST / _INTERVAL); the rest are counted.</summary>
-    private bool Ratelimit()
-    {
-        long now = Environment.TickCount64;
-        lock (_log)
-        {
-            if (now - _rlWindowStart > 5000)
-            {
-                if (_rlSuppressed > 0) _log.Write(LogLevel.Warning, $"vmalloc: {_rlSuppressed} callbacks suppressed");
-                _rlWindowStart = now;
-                _rlCount = 0;
-                _rlSuppressed = 0;
-            }
-            if (++_rlCount <= 10) return true;
-            _rlSuppressed++;
-            return false;
-        }
-    }
+    /// <summary>printk_ratelimit() for vmalloc's reports.</summary>
+    private bool Ratelimit() => _ratelimit.Allow();
 
     public void Dispose()
     {
