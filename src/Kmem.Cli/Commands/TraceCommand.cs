@@ -66,13 +66,7 @@ public static class TraceCommand
 
         var options = strict ? FtraceReaderOptions.StrictMode : FtraceReaderOptions.Lenient;
         using var reader = new FtraceReader(path, options);
-        var stats = new TraceStatistics(reader.Strings);
-        while (reader.TryRead(out TraceEvent ev))
-            stats.Add(ev);
-        stats.Lines = reader.Lines;
-        stats.SkippedLines = reader.Skipped;
-        stats.MalformedLines = reader.Malformed;
-        stats.LostEvents = reader.LostEvents;
+        var stats = TraceStatistics.From(reader);
 
         if (json)
         {

@@ -52,6 +52,13 @@ public sealed class TraceStatistics
     public static TraceStatistics FromFile(string path, FtraceReaderOptions? options = null)
     {
         using var reader = new FtraceReader(path, options ?? FtraceReaderOptions.Lenient);
+        return From(reader);
+    }
+
+    /// <summary>Reads the rest of <paramref name="reader"/> and returns its statistics, with the reader's line counters.</summary>
+    public static TraceStatistics From(FtraceReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
         var stats = new TraceStatistics(reader.Strings);
         while (reader.TryRead(out TraceEvent ev))
             stats.Add(ev);
