@@ -152,7 +152,7 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
             if (pfn != PageFrame.None)
             {
                 PageFrame* page = _m.MemMap.PfnToPage(pfn);
-                MarkAccessed(page);
+                _r.Lru.MarkPageAccessed(page);
                 if (write && !PageFlagOps.TestAndSet(page, PageFlags.Dirty)) _m.Stat.Inc(VmItem.NrDirty);
                 return page;
             }
@@ -177,19 +177,6 @@ public sealed unsafe class CachedFile : IPageOwner, IDisposable
         }
     }
 
-    private void MarkAccessed(PageFrame* page)
-    {
-        if (!PageFlagOps.TestAndSet(page, PageFlags.Referenced)) return;
-        if (page->Has(PageFlags.Active)) return;
-        lock (_r.Lru.LruLock)
-        {
-            if (page->Has(PageFlags.Lru) && !page->Has(PageFlags.Active))
-            {
-                _r.Lru.MoveLocked(page, active: true);
-                PageFlagOps.Clear(page, PageFlags.Referenced);
-            }
-        }
-    }
 
     /// <summary>fsync: write back every dirty page. Returns pages written.</summary>
     public long Fsync()

@@ -275,7 +275,7 @@ public sealed unsafe class Process : IPageOwner
             if (pte != null && (*pte & PtePresent) != 0)
             {
                 PageFrame* page = _m.MemMap.PfnToPage((long)(*pte >> 12));
-                MarkAccessed(page);
+                _r.Lru.MarkPageAccessed(page);
                 return page;
             }
             // A fault: allocate outside the lock, then re-check.
@@ -340,20 +340,6 @@ public sealed unsafe class Process : IPageOwner
         }
     }
 
-    /// <summary>mark_page_accessed: unreferenced → referenced; referenced and inactive → active.</summary>
-    private void MarkAccessed(PageFrame* page)
-    {
-        if (!PageFlagOps.TestAndSet(page, PageFlags.Referenced)) return;
-        if (page->Has(PageFlags.Active)) return;
-        lock (_r.Lru.LruLock)
-        {
-            if (page->Has(PageFlags.Lru) && !page->Has(PageFlags.Active))
-            {
-                _r.Lru.MoveLocked(page, active: true);
-                PageFlagOps.Clear(page, PageFlags.Referenced);
-            }
-        }
-    }
 
     private ulong* PteOf(long vpn)
     {

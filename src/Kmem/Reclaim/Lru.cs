@@ -89,6 +89,24 @@ public sealed unsafe class Lru
         }
     }
 
+    /// <summary>
+    /// mark_page_accessed: an unreferenced page becomes referenced; a referenced page on the inactive list is
+    /// activated (and its referenced bit cleared). Takes the LRU lock only for the activation.
+    /// </summary>
+    public void MarkPageAccessed(PageFrame* page)
+    {
+        if (!PageFlagOps.TestAndSet(page, PageFlags.Referenced)) return;
+        if (page->Has(PageFlags.Active)) return;
+        lock (LruLock)
+        {
+            if (page->Has(PageFlags.Lru) && !page->Has(PageFlags.Active))
+            {
+                MoveLocked(page, active: true);
+                PageFlagOps.Clear(page, PageFlags.Referenced);
+            }
+        }
+    }
+
     /// <summary>Move a page between the active and inactive list of its type (activate / deactivate). LRU lock held.</summary>
     internal void MoveLocked(PageFrame* page, bool active)
     {
