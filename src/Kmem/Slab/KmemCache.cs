@@ -793,13 +793,7 @@ public sealed unsafe class KmemCache
             pfn = next;
         }
         ListUnlock();
-        while (discard != PageFrame.None)
-        {
-            PageFrame* slab = _map.PfnToPage(discard);
-            discard = slab->Next;
-            slab->Next = PageFrame.None;
-            DiscardSlab(slab);
-        }
+        DiscardSlabChain(discard);
     }
 
     /// <summary>
@@ -829,6 +823,21 @@ public sealed unsafe class KmemCache
         else if (hasFree) AddPartial(slab);
         ListUnlock();
         if (discard) DiscardSlab(slab);
+    }
+
+    /// <summary>Discard a chain of slabs linked through Next (built under list_lock, discarded after dropping it); returns how many.</summary>
+    private int DiscardSlabChain(int pfn)
+    {
+        int n = 0;
+        while (pfn != PageFrame.None)
+        {
+            PageFrame* slab = _map.PfnToPage(pfn);
+            pfn = slab->Next;
+            slab->Next = PageFrame.None;
+            DiscardSlab(slab);
+            n++;
+        }
+        return n;
     }
 
     /// <summary>discard_slab / free_slab: back to the page allocator, or after a grace period for SLAB_TYPESAFE_BY_RCU.</summary>
@@ -1068,14 +1077,7 @@ public sealed unsafe class KmemCache
             pfn = next;
         }
         ListUnlock();
-        while (discard != PageFrame.None)
-        {
-            PageFrame* slab = _map.PfnToPage(discard);
-            discard = slab->Next;
-            slab->Next = PageFrame.None;
-            DiscardSlab(slab);
-            freed++;
-        }
+        freed += DiscardSlabChain(discard);
         ProcessRcuFrees(false);
         return freed;
     }
