@@ -27,9 +27,12 @@ namespace Kmem.Tracing;
  *
  * 4. Compression. Chosen by magic bytes (zstd 28 B5 2F FD, gzip 1F 8B) and the extension (.zst, .gz) together:
  *    the magic decides, and a compressed extension on data without that magic is a TraceFormatException (a
- *    truncated or mislabelled file), so a corrupt archive is never read as text. With more than one core the
+ *    truncated or mislabelled file), so a corrupt archive is never read as text. zstd is decoded by the system's
+ *    libzstd.so.1 when it loads (NativeZstdStream), else by managed ZstdSharp (FtraceReaderOptions.Zstd); the two
+ *    give the same bytes. A corrupt or truncated file surfaces from TryRead as IOException (zstd's reason, or
+ *    "Premature end of stream"), after the events decoded before the damage. With more than one core the
  *    decompressor runs one chunk ahead on a background thread (ReadAheadStream, 4 x 1 MiB), so decompression
- *    and parsing overlap; its errors surface from TryRead as IOException.
+ *    and parsing overlap.
  */
 
 /// <summary>
@@ -80,11 +83,20 @@ public sealed class FtraceReader : IDisposable
         {
             if (compression == TraceCompression.Auto)
                 compression = Detect(stream, name, extension);
+            ZstdDecoder zstd = compression == TraceCompression.Zstd ? ChooseZstd(options.Zstd, ZstdNative.IsAvailable) : ZstdDecoder.Auto;
             _stream = compression switch
             {
                 TraceCompression.Gzip => new GZipStream(stream, CompressionMode.Decompress),
+                TraceCompression.Zstd when zstd == ZstdDecoder.Native => new NativeZstdStream(stream),
                 TraceCompression.Zstd => new ZstdSharp.DecompressionStream(stream, 1 << 17),
                 _ => stream,
+            };
+            Decompressor = compression switch
+            {
+                TraceCompression.Gzip => "gzip (System.IO.Compression)",
+                TraceCompression.Zstd when zstd == ZstdDecoder.Native => ZstdNative.Description,
+                TraceCompression.Zstd => "ZstdSharp (managed)",
+                _ => "none",
             };
             if (compression != TraceCompression.None && options.ReadAhead && Environment.ProcessorCount > 1)
                 _stream = new ReadAheadStream(_stream);
@@ -107,6 +119,22 @@ public sealed class FtraceReader : IDisposable
 
     /// <summary>The compression actually used.</summary>
     public TraceCompression Compression { get; }
+
+    /// <summary>What decompresses the trace: "libzstd 1.5.4", "ZstdSharp (managed)", "gzip (System.IO.Compression)" or "none".</summary>
+    public string Decompressor { get; } = "none";
+
+    /// <summary>
+    /// The zstd decoder for <paramref name="requested"/> when libzstd is (<paramref name="nativeAvailable"/>) or is
+    /// not loadable: Auto falls back to Managed; Native without the library throws.
+    /// </summary>
+    /// <exception cref="DllNotFoundException">Native requested and libzstd.so.1 not loadable.</exception>
+    internal static ZstdDecoder ChooseZstd(ZstdDecoder requested, bool nativeAvailable) => requested switch
+    {
+        ZstdDecoder.Managed => ZstdDecoder.Managed,
+        _ when nativeAvailable => ZstdDecoder.Native,
+        ZstdDecoder.Native => throw new DllNotFoundException($"ZstdDecoder.Native: {ZstdNative.Description}"),
+        _ => ZstdDecoder.Managed,
+    };
 
     /// <summary>The texts the events' ids refer to.</summary>
     public TraceStringTable Strings { get; } = new();
@@ -235,11 +263,25 @@ public sealed class FtraceReader : IDisposable
                 tooLong = true;
                 return true;
             }
-            int n = _stream.Read(_buffer, _end, _buffer.Length - _end);
+            int n = Fill(_end, _buffer.Length - _end);
             if (n == 0)
                 _eof = true;
             else
                 _end += n;
+        }
+    }
+
+    // ZstdSharp reports corrupt data with its own ZstdException (not an IOException); make it the IOException the
+    // native decoder and the read-ahead thread throw, so callers handle one exception type for a bad file.
+    private int Fill(int offset, int count)
+    {
+        try
+        {
+            return _stream.Read(_buffer, offset, count);
+        }
+        catch (ZstdSharp.ZstdException e)
+        {
+            throw new IOException(e.Message, e);
         }
     }
 

@@ -41,11 +41,22 @@ internal sealed class ReadAheadStream : Stream
             while (true)
             {
                 byte[] chunk = _free.Take(_stop.Token);
-                int n = _inner.ReadAtLeast(chunk, chunk.Length, throwOnEndOfStream: false);
-                if (n == 0)
-                    break;
-                _full.Add((chunk, n), _stop.Token);
-                if (n < chunk.Length)
+                int n = 0;
+                try
+                {
+                    int got;
+                    while (n < chunk.Length && (got = _inner.Read(chunk, n, chunk.Length - n)) > 0)
+                        n += got;
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // The bytes decoded before a corrupt or truncated spot still reach the reader, as they do without
+                    // read-ahead, so a strict reader's error comes after every event before the damage.
+                    _error = ex;
+                }
+                if (n > 0)
+                    _full.Add((chunk, n), _stop.Token);
+                if (n < chunk.Length || _error is not null)
                     break;
             }
         }
