@@ -72,7 +72,7 @@ internal sealed class FtraceLineParser
         _maskWords = line.Length <= MaxMaskedLength ? BuildSpaceMask(line) : 0;
 
         // --- "comm-pid [cpu]": anchor on " [digits]".
-        int bracket = FindCpuColumn(line, i, out int cpu, out int pos);
+        int bracket = _maskWords != 0 ? FindCpuColumnMasked(line, i, out int cpu, out int pos) : FindCpuColumn(line, i, out cpu, out pos);
         if (bracket < 0)
             return IsLostNotice(line[i..]) ? LineKind.Lost : Fail(Errors.NoCpuColumn);
         ev.Cpu = cpu;
@@ -365,6 +365,40 @@ internal sealed class FtraceLineParser
     }
 
     // ------------------------------------------------------------------ header pieces
+
+    // FindCpuColumn over the space mask: the candidates for " [" are the line's spaces, a few per header, so this
+    // visits them directly instead of calling a vectorized two-byte IndexOf per line.
+    private int FindCpuColumnMasked(ReadOnlySpan<byte> line, int from, out int cpu, out int after)
+    {
+        for (int w = from >> 6; w < _maskWords; w++)
+        {
+            ulong bits = _spaces[w];
+            if (w == from >> 6)
+                bits &= ulong.MaxValue << (from & 63);
+            for (; bits != 0; bits &= bits - 1)
+            {
+                int sp = (w << 6) + BitOperations.TrailingZeroCount(bits);
+                if ((uint)(sp + 1) < (uint)line.Length && line[sp + 1] == (byte)'[' && TryCpuDigits(line, sp + 2, out cpu, out after))
+                    return sp;
+            }
+        }
+        cpu = 0;
+        after = 0;
+        return -1;
+    }
+
+    // "digits]" at start (at most 6 digits): the cpu number and the index after ']'.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryCpuDigits(ReadOnlySpan<byte> line, int start, out int cpu, out int after)
+    {
+        int j = start;
+        int value = 0;
+        while (j < line.Length && j - start < 6 && (uint)(line[j] - '0') <= 9)
+            value = value * 10 + (line[j++] - '0');
+        cpu = value;
+        after = j + 1;
+        return j > start && j < line.Length && line[j] == (byte)']';
+    }
 
     private static int FindCpuColumn(ReadOnlySpan<byte> line, int from, out int cpu, out int after)
     {
@@ -709,11 +743,21 @@ internal sealed class FtraceLineParser
             }
             if (i < n)
             {
-                // The tail through a zero-padded copy: one more vector compare instead of up to 31 byte compares.
-                Span<byte> tail = stackalloc byte[32];
-                tail.Clear();
-                line[i..].CopyTo(tail);
-                ulong bits = Vector256.Equals(Vector256.Create<byte>(tail), sp).ExtractMostSignificantBits();
+                ulong bits;
+                if (n >= 32)
+                {
+                    // The tail as the line's last 32 bytes, overlapping bytes already done; shifting drops those.
+                    bits = Vector256.Equals(Vector256.LoadUnsafe(ref r, (nuint)(n - 32)), sp).ExtractMostSignificantBits();
+                    bits >>= 32 - (n - i);
+                }
+                else
+                {
+                    // A line shorter than one vector, through a zero-padded copy.
+                    Span<byte> tail = stackalloc byte[32];
+                    tail.Clear();
+                    line.CopyTo(tail);
+                    bits = Vector256.Equals(Vector256.Create<byte>(tail), sp).ExtractMostSignificantBits();
+                }
                 if ((i & 63) == 0) m[i >> 6] = bits;
                 else m[i >> 6] |= bits << 32;
             }
