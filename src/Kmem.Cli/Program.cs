@@ -18,7 +18,11 @@ public static class Program
         ["bench"] = ("quick benchmark of the fast paths against malloc (--json for machines)", BenchCommand.Run),
     };
 
-    public static int Main(string[] args) => Execute(args, Console.Out, Console.Error);
+    public static int Main(string[] args)
+    {
+        JitProfile.Start(args.Length > 0 ? args[0] : null);
+        return Execute(args, Console.Out, Console.Error);
+    }
 
     public static int Execute(string[] args, TextWriter stdout, TextWriter stderr)
     {

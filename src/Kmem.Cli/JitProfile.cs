@@ -1,0 +1,54 @@
+using System.Runtime;
+
+namespace Kmem.Cli;
+
+/// <summary>
+/// Background JIT from a profile of the previous run of the same command (.NET's multicore JIT,
+/// <see cref="ProfileOptimization"/>). kmem runs with tiered compilation off (Kmem.Cli.csproj), so every method is
+/// compiled fully optimized on its first call, on the calling thread: a replay's first call into each slab, page and
+/// vmalloc path stalled the replay thread for ~0.1 s in all, while the parse thread, its queue full, waited. With a
+/// profile the runtime compiles the recorded methods on a background thread from process start, during argument
+/// parsing, the sizing pass and boot, when the second core is mostly idle.
+/// </summary>
+/// <remarks>
+/// Profiles are a few KB per command in <c>$XDG_CACHE_HOME/kmem</c> (else <c>~/.cache/kmem</c>), written by the
+/// runtime at exit; <c>KMEM_JIT_CACHE=DIR</c> puts them elsewhere, <c>KMEM_JIT_CACHE=off</c> turns this off. The
+/// runtime ignores a profile whose assemblies have changed (a rebuild) and records a new one. Best effort: a cache
+/// that cannot be created means no profile, never an error. Not used by <c>kmem bench</c>, whose timed rounds a
+/// background compile would disturb.
+/// </remarks>
+public static class JitProfile
+{
+    /// <summary>Starts background JIT for <paramref name="command"/> (the first argument), recording this run for the next.</summary>
+    public static void Start(string? command)
+    {
+        if (command is null || command.StartsWith('-') || command is "help" or "bench" || !Program.Commands.ContainsKey(command))
+            return;
+        string? dir = Directory(Environment.GetEnvironmentVariable("KMEM_JIT_CACHE"),
+            Environment.GetEnvironmentVariable("XDG_CACHE_HOME"), Environment.GetEnvironmentVariable("HOME"));
+        if (dir is null)
+            return;
+        try
+        {
+            System.IO.Directory.CreateDirectory(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        ProfileOptimization.SetProfileRoot(dir);
+        ProfileOptimization.StartProfile($"{command}.jitprofile");
+    }
+
+    /// <summary>Where profiles go for these environment values; null for none.</summary>
+    public static string? Directory(string? setting, string? xdgCacheHome, string? home)
+    {
+        if (setting is "off" or "0" or "false")
+            return null;
+        if (!string.IsNullOrEmpty(setting))
+            return setting;
+        if (!string.IsNullOrEmpty(xdgCacheHome) && Path.IsPathRooted(xdgCacheHome)) // the XDG spec ignores relative paths
+            return Path.Combine(xdgCacheHome, "kmem");
+        return string.IsNullOrEmpty(home) ? null : Path.Combine(home, ".cache", "kmem");
+    }
+}
