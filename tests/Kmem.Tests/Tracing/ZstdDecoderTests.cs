@@ -86,6 +86,23 @@ public class ZstdDecoderTests
 
     [Theory]
     [MemberData(nameof(Decoders))]
+    public void Reading_allocates_nothing_per_event_once_warm(ZstdDecoder d)
+    {
+        // Read-ahead off, so decompression runs on this thread and its allocations are counted here.
+        var options = new FtraceReaderOptions { Zstd = d, ReadAhead = false };
+        using var r = new FtraceReader(TestData.TracePath("forkexec.trace.zst"), options);
+        for (int i = 0; i < 100_000; i++) // warm: the trace's texts interned, buffers in place
+            Assert.True(r.TryRead(out _));
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 200_000; i++)
+            Assert.True(r.TryRead(out _));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // A few texts first seen in this stretch may be interned (a string and a cache key each); nothing per event.
+        Assert.True(allocated < 16 * 1024, $"{allocated} bytes allocated over 200,000 events");
+    }
+
+    [Theory]
+    [MemberData(nameof(Decoders))]
     public void Concatenated_and_skippable_frames_and_empty_input_decode(ZstdDecoder d)
     {
         byte[] a = Text(100), b = Encoding.ASCII.GetBytes("second frame\n");
