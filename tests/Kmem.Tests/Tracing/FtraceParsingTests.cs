@@ -185,6 +185,25 @@ public class FtraceParsingTests
         Assert.Equal(1_123456L, ev.TimestampUs); // ns clock: digits beyond microseconds are dropped
     }
 
+    [Fact]
+    public void Every_line_length_and_alignment_parses_the_same()
+    {
+        // The parser finds token ends in a space bitmask built a vector at a time with an overlapping tail load,
+        // and scans scalar past 512 bytes: shift the same event across every length and word alignment, with extra
+        // spaces before the first field (the fast path's exit to the general loop) and after the last.
+        const string Body = "bash-4904    [001] d.s1.  5860.242805: kmalloc: call_site=alloc_fdtable+0x55/0x140 ptr=00000000d7d61d6a bytes_req=56 bytes_alloc=64 gfp_flags=GFP_KERNEL_ACCOUNT node=-1 accounted=true";
+        var (expected, _) = ParseOne(Body);
+        foreach (int pad in Enumerable.Range(0, 140).Concat([400, 600]))
+        {
+            foreach (string line in new[] { new string(' ', pad) + Body, Body.Replace("kmalloc: ", "kmalloc: " + new string(' ', pad + 1)), Body + new string(' ', pad) })
+            {
+                var (ev, r) = ParseOne(line);
+                Assert.Equal(expected with { CommId = 0, CallSiteId = 0, GfpTextId = 0 }, ev with { CommId = 0, CallSiteId = 0, GfpTextId = 0 });
+                Assert.Equal(("bash", "alloc_fdtable+0x55/0x140"), (r.Strings[ev.CommId], r.Strings[ev.CallSiteId]));
+            }
+        }
+    }
+
     [Theory]
     [InlineData(".....", TraceContextFlags.None, 0, 0, false)]
     [InlineData("..s1.", TraceContextFlags.Softirq, 1, 0, true)]
