@@ -1,4 +1,5 @@
 using System.Runtime;
+using Kmem;
 
 namespace Kmem.Cli;
 
@@ -11,10 +12,9 @@ namespace Kmem.Cli;
 /// parsing, the sizing pass and boot, when the second core is mostly idle.
 /// </summary>
 /// <remarks>
-/// Profiles are a few KB per command in <c>$XDG_CACHE_HOME/kmem</c> (else <c>~/.cache/kmem</c>), written by the
-/// runtime at exit; <c>KMEM_JIT_CACHE=DIR</c> puts them elsewhere, <c>KMEM_JIT_CACHE=off</c> turns this off. The
-/// runtime ignores a profile whose assemblies have changed (a rebuild) and records a new one. Best effort: a cache
-/// that cannot be created means no profile, never an error. Not used by <c>kmem bench</c>, whose timed rounds a
+/// Profiles are ~15 KB per command and build in <c>$XDG_CACHE_HOME/kmem</c> (else <c>~/.cache/kmem</c>), written by
+/// the runtime at exit; <c>KMEM_JIT_CACHE=DIR</c> puts them elsewhere, <c>KMEM_JIT_CACHE=off</c> turns this off.
+/// Best effort: a cache that cannot be created means no profile, never an error. Not used by <c>kmem bench</c>, whose timed rounds a
 /// background compile would disturb.
 /// </remarks>
 public static class JitProfile
@@ -36,8 +36,35 @@ public static class JitProfile
         {
             return;
         }
+        string name = FileName(command, typeof(Machine).Assembly.ManifestModule.ModuleVersionId,
+            typeof(JitProfile).Assembly.ManifestModule.ModuleVersionId);
+        Prune(dir, command, name);
         ProfileOptimization.SetProfileRoot(dir);
-        ProfileOptimization.StartProfile($"{command}.jitprofile");
+        ProfileOptimization.StartProfile(name);
+    }
+
+    /// <summary>
+    /// One profile per command and build (the module version ids of Kmem.dll and Kmem.Cli.dll): two builds run in
+    /// turn (an A/B benchmark, two worktrees) would otherwise each find the other's profile, which the runtime
+    /// ignores, and rewrite it, so neither would ever get background compilation.
+    /// </summary>
+    public static string FileName(string command, Guid library, Guid cli) =>
+        $"{command}-{(uint)(library.GetHashCode() ^ cli.GetHashCode() * 31):x8}.jitprofile";
+
+    // Profiles of other builds of the command, unused for a week, go: each rebuild leaves one behind.
+    private static void Prune(string dir, string command, string keep)
+    {
+        try
+        {
+            foreach (string f in System.IO.Directory.EnumerateFiles(dir, $"{command}-*.jitprofile"))
+            {
+                if (Path.GetFileName(f) != keep && File.GetLastWriteTimeUtc(f) < DateTime.UtcNow.AddDays(-7))
+                    File.Delete(f);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
     }
 
     /// <summary>Where profiles go for these environment values; null for none.</summary>
