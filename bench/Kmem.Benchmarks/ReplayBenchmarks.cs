@@ -9,6 +9,9 @@ namespace Kmem.Benchmarks;
 /// kmem replay on a prefix of ../shared/traces/forkexec.trace.zst (the first <see cref="Events"/> events, or the
 /// whole trace when it is shorter), in the three parts that make up its events/s:
 /// <list type="bullet">
+/// <item><see cref="DecompressNative"/>, <see cref="DecompressManaged"/>: the whole .zst decompressed and nothing
+/// else, by the system's libzstd (the reader's default) and by ZstdSharp (its fallback). Report MB/s as the trace's
+/// decompressed size (the methods' return value) / Mean.</item>
 /// <item><see cref="ParseOnly"/>: FtraceReader from the .zst (decompression one chunk ahead on a second thread,
 /// line parsing, string interning): the floor for everything else.</item>
 /// <item><see cref="ReplayObjects"/>: reading plus ReplayEngine in Objects mode through a booted machine's slab, page
@@ -40,6 +43,27 @@ public class ReplayBenchmarks
     {
         _m?.Dispose();
         _m = null;
+    }
+
+    private readonly byte[] _chunk = new byte[1 << 20];
+
+    [Benchmark]
+    public long DecompressNative() => Drain(new NativeZstdStream(File.OpenRead(_path)));
+
+    [Benchmark]
+    public long DecompressManaged() => Drain(new ZstdSharp.DecompressionStream(File.OpenRead(_path), 1 << 17));
+
+    // 1 MiB reads, as the read-ahead thread makes.
+    private long Drain(Stream zstd)
+    {
+        using (zstd)
+        {
+            long n = 0;
+            int got;
+            while ((got = zstd.ReadAtLeast(_chunk, _chunk.Length, throwOnEndOfStream: false)) > 0)
+                n += got;
+            return n;
+        }
     }
 
     [Benchmark]
