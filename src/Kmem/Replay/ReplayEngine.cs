@@ -38,7 +38,10 @@ namespace Kmem.Replay;
  * 6. Speed. The loop is one switch per event over a struct the reader fills without allocating; counters are fields
  *    and arrays. With ParseAhead (the default, on more than one core) the reader runs on its own thread and hands
  *    events over in batches (EventPipeline), so parsing and replaying overlap; the reader also decompresses one chunk
- *    ahead on a third thread. No per-event managed allocation once the tables are warm.
+ *    ahead on a third thread. No per-event managed allocation once the tables are warm. Three threads on two cores
+ *    balance: per event, parsing costs ~0.35-0.4 us of CPU, replay ~0.2-0.25 and decompression (libzstd) ~0.15, so
+ *    the parse thread fills one core and replay plus decompression the other. Decompressing on the parse thread
+ *    instead (two threads) would put ~0.5 us on the slowest thread; measured, it was slower (docs/benchmarks.md).
  */
 
 /// <summary>Replays Linux kmem traces through a booted <see cref="Machine"/>. Single-threaded; one engine per replay.</summary>
