@@ -9,7 +9,9 @@ namespace Kmem.Cli;
 /// compiled fully optimized on its first call, on the calling thread: a replay's first call into each slab, page and
 /// vmalloc path stalled the replay thread for ~0.1 s in all, while the parse thread, its queue full, waited. With a
 /// profile the runtime compiles the recorded methods on a background thread from process start, during argument
-/// parsing, the sizing pass and boot, when the second core is mostly idle.
+/// parsing, the sizing pass and boot, when the second core is mostly idle. A replay records its report in a second
+/// profile (<see cref="NextPhase"/>): with one profile the background compiler was still busy ~0.2 s into the replay,
+/// partly with report methods, taking a core from the parse thread.
 /// </summary>
 /// <remarks>
 /// Profiles are ~15 KB per command and build in <c>$XDG_CACHE_HOME/kmem</c> (else <c>~/.cache/kmem</c>), written by
@@ -41,6 +43,19 @@ public static class JitProfile
         Prune(dir, command, name);
         ProfileOptimization.SetProfileRoot(dir);
         ProfileOptimization.StartProfile(name);
+        s_name = name;
+    }
+
+    private static string? s_name;
+
+    /// <summary>
+    /// Ends the profile of the command's timed part and starts one for what follows (<paramref name="phase"/>), so the
+    /// background compiler does not spend the timed part on methods only the rest needs (a replay's report).
+    /// </summary>
+    public static void NextPhase(string phase)
+    {
+        if (s_name is not null)
+            ProfileOptimization.StartProfile(s_name.Replace(".jitprofile", $".{phase}.jitprofile", StringComparison.Ordinal));
     }
 
     /// <summary>

@@ -58,6 +58,7 @@ public static class ReplayCommand
         using (var reader = new FtraceReader(path, readerOptions))
         {
             engine.Run(reader);
+            JitProfile.NextPhase("report");
             report = ReplayReport.Capture(engine, Path.GetFileName(path), reader);
         }
         engine.FreeAllLive();

@@ -28,6 +28,45 @@ public class JitProfileTests
         Assert.NotEqual(JitProfile.FileName("replay", a, b), JitProfile.FileName("replay", a, Guid.NewGuid()));
     }
 
+    [Fact]
+    public void A_replay_keeps_its_report_in_a_second_profile()
+    {
+        string dir = Directory.CreateTempSubdirectory("kmem-jit-").FullName;
+        try
+        {
+            string trace = Path.Combine(dir, "t.trace");
+            File.WriteAllText(trace, string.Concat(Enumerable.Repeat(
+                " capture-kmem-tr-4902    [000] .....  5860.231532: kmalloc: call_site=alloc_fdtable+0x55/0x140 ptr=00000000d7d61d6a bytes_req=56 bytes_alloc=64 gfp_flags=GFP_KERNEL_ACCOUNT node=-1 accounted=true\n", 3)));
+            string cache = Path.Combine(dir, "cache");
+            var (rc, stdout) = RunCli(["replay", trace, "--json", "--ram", "256M"], cache, dir);
+            Assert.Equal(0, rc);
+            Assert.Contains("\"events\": 3", stdout);
+            string[] names = Directory.GetFiles(cache).Select(f => Path.GetFileName(f)!).Order().ToArray();
+            Assert.Equal(2, names.Length);
+            Assert.Matches(@"^replay-[0-9a-f]{8}\.jitprofile$", names[0]);
+            Assert.Equal(names[0].Replace(".jitprofile", ".report.jitprofile"), names[1]);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static (int ExitCode, string Stdout) RunCli(string[] args, string cache, string home)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Kmem.Cli.dll"));
+        foreach (string a in args)
+            psi.ArgumentList.Add(a);
+        psi.Environment["KMEM_JIT_CACHE"] = cache;
+        psi.Environment["HOME"] = home;
+        psi.Environment.Remove("XDG_CACHE_HOME");
+        using var p = Process.Start(psi)!;
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout);
+    }
+
     [Theory]
     [InlineData("proc buddyinfo --ram 64M", true, @"^proc-[0-9a-f]{8}\.jitprofile$")]
     [InlineData("proc buddyinfo --ram 64M", false, null)]
@@ -36,18 +75,8 @@ public class JitProfileTests
         string dir = Directory.CreateTempSubdirectory("kmem-jit-").FullName;
         try
         {
-            string cli = Path.Combine(AppContext.BaseDirectory, "Kmem.Cli.dll");
-            var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            psi.ArgumentList.Add(cli);
-            foreach (string a in command.Split(' '))
-                psi.ArgumentList.Add(a);
-            psi.Environment["KMEM_JIT_CACHE"] = on ? dir : "off";
-            psi.Environment["HOME"] = dir; // were "off" ignored, the profile would land under here
-            psi.Environment.Remove("XDG_CACHE_HOME");
-            using var p = Process.Start(psi)!;
-            string stdout = p.StandardOutput.ReadToEnd();
-            p.WaitForExit();
-            Assert.Equal(0, p.ExitCode);
+            var (rc, stdout) = RunCli(command.Split(' '), on ? dir : "off", dir); // were "off" ignored, a profile would land under HOME
+            Assert.Equal(0, rc);
             Assert.StartsWith("Node 0, zone", stdout);
             string[] written = Directory.GetFiles(dir, "*", SearchOption.AllDirectories);
             if (file is null)
