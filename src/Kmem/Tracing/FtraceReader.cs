@@ -45,8 +45,10 @@ public sealed class FtraceReader : IDisposable
     private static ReadOnlySpan<byte> GzipMagic => [0x1F, 0x8B];
 
     private readonly Stream _stream;
+    private readonly ReadAheadStream? _readAhead; // _stream, when decompressing on a background thread
     private readonly FtraceLineParser _parser;
-    private readonly byte[] _buffer;
+    private readonly byte[] _own;  // the reader's buffer (BufferSize bytes, also the longest line accepted)
+    private byte[] _buffer;        // the window's array: _own, or a chunk lent by _readAhead
     private readonly List<MalformedLine> _samples = [];
     private readonly int _maxSamples;
     private int _start;      // first unread byte in _buffer
@@ -99,7 +101,7 @@ public sealed class FtraceReader : IDisposable
                 _ => "none",
             };
             if (compression != TraceCompression.None && options.ReadAhead && Environment.ProcessorCount > 1)
-                _stream = new ReadAheadStream(_stream);
+                _stream = _readAhead = new ReadAheadStream(_stream);
         }
         catch
         {
@@ -107,7 +109,7 @@ public sealed class FtraceReader : IDisposable
             throw;
         }
         Compression = compression;
-        _buffer = new byte[options.BufferSize];
+        _buffer = _own = new byte[options.BufferSize];
         _parser = new FtraceLineParser(Strings);
     }
 
@@ -169,7 +171,7 @@ public sealed class FtraceReader : IDisposable
             long lineNo = ++Lines;
             if (tooLong)
             {
-                OnMalformed(line, $"line longer than {_buffer.Length} bytes");
+                OnMalformed(line, $"line longer than {_own.Length} bytes");
                 continue;
             }
             switch (_parser.Parse(line, out ev))
@@ -213,10 +215,13 @@ public sealed class FtraceReader : IDisposable
     public void Dispose() => _stream.Dispose();
 
     // Next line without its '\n'. A line that does not fit the buffer comes back as its first buffer-full with
-    // tooLong set; its remainder is then discarded.
+    // tooLong set; its remainder is then discarded. With read-ahead, lines are read straight out of the chunks the
+    // read-ahead stream lends (the partial line at a chunk's end carried in front of the next one), and the reader's
+    // own buffer is used only when that does not work out (a partial line longer than the chunks' headroom).
     private bool TryReadLine(out ReadOnlySpan<byte> line, out bool tooLong)
     {
         tooLong = false;
+        int max = _own.Length; // a line needs its newline in the buffer too: lines of max bytes or more are too long
         while (true)
         {
             ReadOnlySpan<byte> avail = _buffer.AsSpan(_start, _end - _start);
@@ -228,6 +233,12 @@ public sealed class FtraceReader : IDisposable
                 {
                     _discarding = false;
                     continue;
+                }
+                if (nl >= max) // only in a lent chunk, which holds more than the buffer would
+                {
+                    line = avail[..max];
+                    tooLong = true;
+                    return true;
                 }
                 line = avail[..nl];
                 return true;
@@ -241,29 +252,69 @@ public sealed class FtraceReader : IDisposable
                     line = default;
                     return false;
                 }
+                if (avail.Length >= max) // ditto
+                {
+                    line = avail[..max];
+                    tooLong = true;
+                    return true;
+                }
                 line = avail; // last line without a newline
                 return true;
             }
             if (_discarding)
             {
+                _buffer = _own;
                 _start = _end = 0;
             }
-            else if (_start > 0)
+            else
             {
-                avail.CopyTo(_buffer);
-                _end = avail.Length;
-                _start = 0;
+                if (_readAhead is not null)
+                {
+                    switch (_readAhead.Lend(avail, out byte[]? chunk, out int start, out int end))
+                    {
+                        case ReadAheadStream.LendResult.Lent:
+                            _buffer = chunk!;
+                            _start = start;
+                            _end = end;
+                            continue;
+                        case ReadAheadStream.LendResult.End:
+                            _eof = true;
+                            continue;
+                    }
+                }
+                if (_buffer != _own)
+                {
+                    // Back to the reader's buffer (and Read) with what is left of a lent chunk.
+                    if (avail.Length >= max)
+                    {
+                        _discarding = true;
+                        _start = _end;
+                        line = avail[..max];
+                        tooLong = true;
+                        return true;
+                    }
+                    avail.CopyTo(_own);
+                    _buffer = _own;
+                    _start = 0;
+                    _end = avail.Length;
+                }
+                else if (_start > 0)
+                {
+                    avail.CopyTo(_own);
+                    _end = avail.Length;
+                    _start = 0;
+                }
+                else if (_end == max)
+                {
+                    // No newline in a full buffer: report the line once, drop the rest of it.
+                    _discarding = true;
+                    _start = _end;
+                    line = _own;
+                    tooLong = true;
+                    return true;
+                }
             }
-            else if (_end == _buffer.Length)
-            {
-                // No newline in a full buffer: report the line once, drop the rest of it.
-                _discarding = true;
-                _start = _end;
-                line = _buffer;
-                tooLong = true;
-                return true;
-            }
-            int n = Fill(_end, _buffer.Length - _end);
+            int n = Fill(_end, max - _end);
             if (n == 0)
                 _eof = true;
             else
@@ -277,7 +328,7 @@ public sealed class FtraceReader : IDisposable
     {
         try
         {
-            return _stream.Read(_buffer, offset, count);
+            return _stream.Read(_own, offset, count);
         }
         catch (ZstdSharp.ZstdException e)
         {

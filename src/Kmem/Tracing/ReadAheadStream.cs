@@ -6,13 +6,25 @@ namespace Kmem.Tracing;
 /// A read-only stream that runs its inner stream (a decompressor) on a background thread, one chunk ahead of
 /// the reader, so decompression and parsing overlap on two cores. Memory is bounded: <c>ChunkCount</c> chunks of
 /// <c>ChunkSize</c> bytes circulate between a free queue and a full queue and are never reallocated. An
-/// exception of the inner stream is rethrown by <see cref="Read(byte[], int, int)"/>.
+/// exception of the inner stream is rethrown by <see cref="Read(byte[], int, int)"/> and <see cref="Lend"/>.
 /// </summary>
+/// <remarks>
+/// Besides <see cref="Stream.Read(Span{byte})"/>, which copies, a chunk can be lent to the reader (<see cref="Lend"/>):
+/// the reader parses lines straight out of it, and the partial line it ended the previous window with is copied into
+/// the <c>Headroom</c> in front of the chunk's data. The parse thread is the replay's bottleneck, and the copy of
+/// every decompressed byte into the reader's own buffer was ~6% of it.
+/// </remarks>
 internal sealed class ReadAheadStream : Stream
 {
     // 4 x 1 MiB: two being filled/queued while one is consumed; enough to ride out scheduling jitter.
     private const int ChunkCount = 4;
     private const int ChunkSize = 1 << 20;
+
+    /// <summary>
+    /// Bytes in front of each chunk's data for the carried partial line. Trace lines are ~160-200 bytes; a partial
+    /// line longer than this is carried the slow way (copied into the reader's buffer).
+    /// </summary>
+    internal const int Headroom = 4096;
 
     private readonly Stream _inner;
     private readonly BlockingCollection<byte[]> _free = new(ChunkCount);
@@ -20,16 +32,16 @@ internal sealed class ReadAheadStream : Stream
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _producer;
     private Exception? _error;
-    private byte[]? _current;
-    private int _currentLength;
-    private int _currentPos;
+    private byte[]? _current;   // the chunk being read, or the one lent last
+    private int _currentPos;    // next unread byte of _current (Read's position); lent chunks are read to the end
+    private int _currentEnd;    // end of _current's data
     private bool _done;
 
     public ReadAheadStream(Stream inner)
     {
         _inner = inner;
         for (int i = 0; i < ChunkCount; i++)
-            _free.Add(new byte[ChunkSize]);
+            _free.Add(new byte[Headroom + ChunkSize]);
         _producer = new Thread(Produce) { IsBackground = true, Name = "kmem trace read-ahead" };
         _producer.Start();
     }
@@ -45,7 +57,7 @@ internal sealed class ReadAheadStream : Stream
                 try
                 {
                     int got;
-                    while (n < chunk.Length && (got = _inner.Read(chunk, n, chunk.Length - n)) > 0)
+                    while (n < ChunkSize && (got = _inner.Read(chunk, Headroom + n, ChunkSize - n)) > 0)
                         n += got;
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
@@ -56,7 +68,7 @@ internal sealed class ReadAheadStream : Stream
                 }
                 if (n > 0)
                     _full.Add((chunk, n), _stop.Token);
-                if (n < chunk.Length || _error is not null)
+                if (n < ChunkSize || _error is not null)
                     break;
             }
         }
@@ -79,28 +91,84 @@ internal sealed class ReadAheadStream : Stream
     {
         while (true)
         {
-            if (_current is not null && _currentPos < _currentLength)
+            if (_current is not null && _currentPos < _currentEnd)
             {
-                int n = Math.Min(buffer.Length, _currentLength - _currentPos);
+                int n = Math.Min(buffer.Length, _currentEnd - _currentPos);
                 _current.AsSpan(_currentPos, n).CopyTo(buffer);
                 _currentPos += n;
                 return n;
             }
-            if (_current is not null)
-            {
-                _free.Add(_current);
-                _current = null;
-            }
-            if (_done || !_full.TryTake(out var next, Timeout.Infinite))
-            {
-                _done = true;
-                if (_error is not null)
-                    throw new IOException("Reading the trace failed: " + _error.Message, _error);
+            if (!TakeNext())
                 return 0;
-            }
-            (_current, _currentLength) = next;
-            _currentPos = 0;
         }
+    }
+
+    /// <summary>What <see cref="Lend"/> did.</summary>
+    internal enum LendResult
+    {
+        /// <summary>A chunk was lent: the window is its data with the carried bytes in front.</summary>
+        Lent,
+        /// <summary>No more data: the carried bytes are the end of the trace.</summary>
+        End,
+        /// <summary>Nothing taken: the current chunk is partly read, or the carried bytes do not fit the headroom. Use Read.</summary>
+        UseRead,
+    }
+
+    /// <summary>
+    /// Lends the next chunk: <paramref name="chunk"/>[<paramref name="start"/>..<paramref name="end"/>) is
+    /// <paramref name="carry"/> followed by the chunk's data. The chunk stays the caller's until its next
+    /// <see cref="Lend"/> or Read, which recycle it (so <paramref name="carry"/> may lie inside the chunk lent before).
+    /// </summary>
+    internal LendResult Lend(ReadOnlySpan<byte> carry, out byte[]? chunk, out int start, out int end)
+    {
+        chunk = null;
+        start = end = 0;
+        if (carry.Length > Headroom || (_current is not null && _currentPos < _currentEnd))
+            return LendResult.UseRead;
+        byte[]? previous = _current;
+        if (!Take(out byte[]? next, out int length))
+            return LendResult.End;
+        carry.CopyTo(next.AsSpan(Headroom - carry.Length));
+        if (previous is not null)
+            _free.Add(previous); // only now: carry may have been inside it
+        _current = next;
+        _currentPos = _currentEnd = Headroom + length; // all of it is the caller's
+        chunk = next;
+        start = Headroom - carry.Length;
+        end = Headroom + length;
+        return LendResult.Lent;
+    }
+
+    // Recycles the current chunk and makes the next one current; false at the end of the data.
+    private bool TakeNext()
+    {
+        if (_current is not null)
+        {
+            _free.Add(_current);
+            _current = null;
+        }
+        if (!Take(out byte[]? next, out int length))
+            return false;
+        _current = next;
+        _currentPos = Headroom;
+        _currentEnd = Headroom + length;
+        return true;
+    }
+
+    // The next full chunk; false at the end of the data, after rethrowing the producer's error if it had one.
+    private bool Take([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out byte[]? chunk, out int length)
+    {
+        if (_done || !_full.TryTake(out var next, Timeout.Infinite))
+        {
+            _done = true;
+            if (_error is not null)
+                throw new IOException("Reading the trace failed: " + _error.Message, _error);
+            chunk = null;
+            length = 0;
+            return false;
+        }
+        (chunk, length) = next;
+        return true;
     }
 
     protected override void Dispose(bool disposing)

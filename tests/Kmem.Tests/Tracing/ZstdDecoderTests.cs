@@ -185,6 +185,69 @@ public class ZstdDecoderTests
     }
 
     [Theory]
+    [InlineData(4096)]
+    [InlineData(65536)]
+    [InlineData(1 << 20)]
+    public void Lent_read_ahead_chunks_give_what_the_plain_reader_gives(int bufferSize)
+    {
+        // With read-ahead the reader parses out of the decompressor's 1 MiB chunks and carries a chunk's last partial
+        // line into the next one's 4 KiB headroom; the plain reader copies into its own buffer. Over ~5 MB of lines
+        // of every kind of length (short, around the headroom, longer than the buffer, longer than a chunk, a last
+        // line without newline), both must see the same lines, events and malformed lines.
+        var rng = new Random(6);
+        var text = new StringBuilder();
+        // Chunks are exactly 1 MiB of decompressed text: make a line start just before the first boundaries, so
+        // that the carried partial line is 0, 1, and around the 4 KiB headroom long.
+        foreach (int length in new[] { bufferSize - 2, bufferSize - 1, bufferSize, bufferSize + 1 }) // around the limit
+            text.Append('w', length).Append('\n').Append(Line);
+        int[] carries = [0, 1, ReadAheadStream.Headroom - 1, ReadAheadStream.Headroom, ReadAheadStream.Headroom + 1];
+        int firstBoundary = (text.Length >> 20) + 1;
+        for (int k = 0; k < carries.Length; k++)
+        {
+            int boundary = (firstBoundary + k) << 20;
+            while (text.Length < boundary - 16_384)
+                text.Append(Line);
+            int filler = boundary - carries[k] - text.Length - 1; // a line of 'f's, then the straddling line
+            text.Append('f', filler).Append('\n').Append(' ', Math.Max(0, carries[k] + 100 - Line.Length)).Append(Line);
+        }
+        int n = 0;
+        int stop = text.Length + 3_000_000;
+        while (text.Length < stop)
+        {
+            switch (rng.Next(20))
+            {
+                case 0: text.Append('x', rng.Next(4000, 4200)).Append('\n'); break;           // around the headroom
+                case 1: text.Append('y', rng.Next(1, 70_000)).Append('\n'); break;            // around small buffers
+                case 2 when n++ % 8 == 0: text.Append('z', rng.Next(1_000_000, 1_200_000)).Append('\n'); break; // > a chunk
+                default: text.Append(Line); break;
+            }
+        }
+        text.Append(Line.TrimEnd('\n')); // the last line has no newline
+        byte[] plain = Encoding.ASCII.GetBytes(text.ToString());
+        var options = new FtraceReaderOptions { Strict = false, BufferSize = bufferSize, MaxMalformedSamples = 1000 };
+        var expected = Read(new FtraceReader(new MemoryStream(plain), "t.trace", TraceCompression.None, options));
+        var lent = Read(new FtraceReader(new MemoryStream(Compress(plain)), "t.trace", TraceCompression.Zstd, options));
+        Assert.Equal(expected.Counts, lent.Counts);
+        Assert.Equal(expected.Samples, lent.Samples);
+        Assert.Equal(expected.EventLines, lent.EventLines);
+        Assert.True(expected.Counts.Malformed > 0);
+
+        static ((long Lines, long Events, long Malformed) Counts, List<string> Samples, List<long> EventLines) Read(FtraceReader r)
+        {
+            using (r)
+            {
+                var lines = new List<long>();
+                while (r.TryRead(out TraceEvent ev))
+                {
+                    Assert.Equal(56, ev.BytesReq);
+                    lines.Add(ev.Line);
+                }
+                return ((r.Lines, r.Events, r.Malformed), r.MalformedSamples.Select(m => m.ToString()).ToList(), lines);
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(ZstdDecoder.Auto, true, ZstdDecoder.Native)]
     [InlineData(ZstdDecoder.Auto, false, ZstdDecoder.Managed)]
     [InlineData(ZstdDecoder.Native, true, ZstdDecoder.Native)]
