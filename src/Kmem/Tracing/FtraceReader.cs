@@ -11,7 +11,9 @@ namespace Kmem.Tracing;
  *    allocate per line. Instead the reader keeps one large byte buffer, finds lines with a vectorized
  *    IndexOf('\n'), and FtraceLineParser reads fields straight out of the span: numbers by hand, texts (comm,
  *    call site, cache name, GFP text) interned through TraceStringTable's span lookup, so a steady-state line
- *    allocates nothing.
+ *    allocates nothing. With read-ahead the lines are read straight out of the decompressor's chunks, which
+ *    ReadAheadStream lends, the partial line at a chunk's end carried into the next chunk's headroom; the reader's
+ *    own buffer then serves only the rare cases that do not fit (see TryReadLine).
  *
  * 2. Bounded memory. The reader holds: the buffer (FtraceReaderOptions.BufferSize, 1 MiB), the decompressor's
  *    window (zstd: up to 8 MiB at the levels trace files use; gzip 32 KiB), the read-ahead chunks, the string table (grows with
