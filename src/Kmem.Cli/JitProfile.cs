@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+using System.Numerics;
 using System.Runtime;
 using Kmem;
 
@@ -16,8 +18,8 @@ namespace Kmem.Cli;
 /// <remarks>
 /// Profiles are ~15 KB per command and build in <c>$XDG_CACHE_HOME/kmem</c> (else <c>~/.cache/kmem</c>), written by
 /// the runtime at exit; <c>KMEM_JIT_CACHE=DIR</c> puts them elsewhere, <c>KMEM_JIT_CACHE=off</c> turns this off.
-/// Best effort: a cache that cannot be created means no profile, never an error. Not used by <c>kmem bench</c>, whose timed rounds a
-/// background compile would disturb.
+/// Best effort: a cache that cannot be created means no profile, never an error. Not used by <c>kmem bench</c>, whose
+/// timed rounds a background compile would disturb.
 /// </remarks>
 public static class JitProfile
 {
@@ -63,8 +65,13 @@ public static class JitProfile
     /// turn (an A/B benchmark, two worktrees) would otherwise each find the other's profile, which the runtime
     /// ignores, and rewrite it, so neither would ever get background compilation.
     /// </summary>
-    public static string FileName(string command, Guid library, Guid cli) =>
-        $"{command}-{(uint)(library.GetHashCode() ^ cli.GetHashCode() * 31):x8}.jitprofile";
+    public static string FileName(string command, Guid library, Guid cli)
+    {
+        // Deterministic builds derive the ids from the assemblies' contents, so any 32 bits of them tell builds apart.
+        uint id = BinaryPrimitives.ReadUInt32LittleEndian(library.ToByteArray())
+            ^ BitOperations.RotateLeft(BinaryPrimitives.ReadUInt32LittleEndian(cli.ToByteArray()), 16);
+        return $"{command}-{id:x8}.jitprofile";
+    }
 
     // Profiles of other builds of the command, unused for a week, go: each rebuild leaves one behind.
     private static void Prune(string dir, string command, string keep)

@@ -6,9 +6,10 @@ namespace Kmem.Tracing;
 /*
  * NativeZstdStream: zstd decompression through the system's libzstd (Debian's libzstd1, a required package).
  *
- * Why: replay must parse >= 2 M events/s from .zst on two cores, and managed ZstdSharp costs up to ~2x libzstd per
- * byte on the real traces (docs/benchmarks.md, "Replay"). Where libzstd.so.1 cannot be loaded the reader falls back
- * to ZstdSharp (FtraceReaderOptions.Zstd, ZstdDecoder.Auto); both give the same bytes and the same errors.
+ * Why: replay must parse >= 2 M events/s from .zst on two cores, where every µs of CPU counts, and managed ZstdSharp
+ * takes ~1.2-1.25x libzstd's CPU per byte on the real traces (0.14 vs 0.11 µs per event; docs/benchmarks.md,
+ * "Replay"). Where libzstd.so.1 cannot be loaded the reader falls back to ZstdSharp (FtraceReaderOptions.Zstd,
+ * ZstdDecoder.Auto); both give the same bytes and the same errors.
  *
  * Unsafe invariants:
  *  - The ZSTD_DStream is owned by one ZstdDStreamHandle (a SafeHandle): freed exactly once, by Dispose or the
