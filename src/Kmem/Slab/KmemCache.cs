@@ -59,7 +59,7 @@ public sealed unsafe class KmemCache
     private readonly byte* _window;        // direct map base (page_address = _window + pfn * PAGE_SIZE)
     private readonly PageFrame* _mapBase;  // mem_map
     private readonly nuint _directBytes;   // size of the direct map (virt_to_page bound)
-    private readonly int _slot;            // global thread-sheaf slot, -1: no sheaves (debug caches)
+    private readonly int _slot;            // global thread-sheaf slot, 0: no sheaves (debug caches, or no slot left)
     private readonly int _sheafCap;        // objects a thread sheaf of this cache holds (<= ThreadSheaves.MaxCapacity)
     private readonly int _sheafBatch;      // refill/flush batch: half a sheaf
 
@@ -109,7 +109,7 @@ public sealed unsafe class KmemCache
         // Sheaf capacity by object size, a guess that bounds what one thread holds per cache to 8-32 KiB.
         _sheafCap = _size <= 256 ? ThreadSheaves.MaxCapacity : _size <= 1024 ? 16 : _size <= 4096 ? 8 : 4;
         _sheafBatch = _sheafCap / 2;
-        _slot = _debug ? -1 : ThreadSheaves.Register(this);
+        _slot = _debug ? 0 : ThreadSheaves.Register(this);
         _cpu = (KmemCacheCpu*)NativeMemory.AlignedAlloc((nuint)(_nrCpus * sizeof(KmemCacheCpu)), 64);
         for (int c = 0; c < _nrCpus; c++)
             _cpu[c] = new KmemCacheCpu { Slab = PageFrame.None, Partial = PageFrame.None };
@@ -181,9 +181,16 @@ public sealed unsafe class KmemCache
 
     /// <summary>kmem_cache_alloc without its tracepoint: kmalloc's path (Linux's kmalloc logs only trace_kmalloc).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void* AllocNoTrace(Gfp gfp)
+    internal void* AllocNoTrace(Gfp gfp) => AllocNoTrace(ThreadSheaves.Table, gfp);
+
+    /// <summary>
+    /// <see cref="AllocNoTrace(Gfp)"/> with the calling thread's sheaf table already loaded (kmalloc loads it before
+    /// choosing the cache, so that nothing has to survive the TLS resolver call).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void* AllocNoTrace(SheafTable* t, Gfp gfp)
     {
-        Sheaf* sh = ThreadSheaves.Current(_slot);
+        Sheaf* sh = ThreadSheaves.In(t, _slot);
         if (sh != null)
         {
             Volatile.Write(ref sh->Busy, 1);
@@ -193,9 +200,8 @@ public sealed unsafe class KmemCache
                 if (n >= 0)
                 {
                     nint obj = sh->Objects[n];
-                    sh->Size = n;
-                    Volatile.Write(ref sh->Busy, 0);
-                    *(nint*)(obj + _offset) = 0; // a live object never looks free (see IsLikelyFree)
+                    sh->Close(n);
+                    *(nint*)(obj + _offset) = 0; // a live object never looks free (see FreeObject)
                     if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
                     return (void*)obj;
                 }
@@ -216,7 +222,7 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void* AllocSlow(Gfp gfp)
     {
-        if (_slot < 0) return AllocCpu(gfp);
+        if (_slot == 0) return AllocCpu(gfp);
         Sheaf* sh = ThreadSheaves.GetOrCreate(_slot);
         nint* batch = stackalloc nint[ThreadSheaves.MaxCapacity];
         int got = AllocFromCpu(gfp, batch, _sheafBatch);
@@ -467,25 +473,42 @@ public sealed unsafe class KmemCache
     {
         if (Tracing.Emit.Tracepoints.KmemCacheFreeOn) Tracing.Emit.SlabTrace.CacheFree(_owner, this, x, caller);
         SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
-        nuint at = (nuint)((byte*)x - _window); // virt_to_page on cached fields
+        byte* window = _window;
+        PageFrame* mapBase = _mapBase;
+        nuint at = (nuint)((byte*)x - window); // virt_to_page on cached fields
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
-        PageFrame* page = _mapBase + (at >> ArchProfile.PageShift);
-        if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
+        PageFrame* page = mapBase + (at >> ArchProfile.PageShift);
+        if ((page->Flags & PageFlags.Tail) != 0) page = mapBase + page->CompoundHead;
         if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
-        FreeObject(page, (nint)x, t, _slot);
+        FreeObject(page, (nint)x, SlabBase(window, mapBase, page), t, _slot);
     }
 
-    /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache.</summary>
+    /// <summary>page_address of a slab's head page, from the direct map base and mem_map (as the free paths hold them).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static nint SlabBase(byte* window, PageFrame* mapBase, PageFrame* slab) =>
+        (nint)(window + (((nint)slab - (nint)mapBase) << (ArchProfile.PageShift - 6)));
+
+    /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache starting at <paramref name="slabBase"/>.</summary>
     /// <remarks>
-    /// Fast path: the slot check (a multiply) and the double-free check (the link word of a free object always
-    /// decodes to null or into its slab; a live one never does), then a push onto the calling thread's sheaf inside
-    /// its Busy window. The pushed object's link word is set to the encoded null, so it looks free while it sits there.
+    /// Fast path: the slot check (a multiply), then the double-free check: the link word of a free object always
+    /// decodes to null or into its slab, a live one never does (the alloc paths clear it). The encoding key
+    /// (s->random ^ swab(&amp;link)) is computed once for that check and for the store of the encoded null that keeps
+    /// the object looking free while it sits in the sheaf. Then a push onto the calling thread's sheaf inside its
+    /// Busy window.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeObject(PageFrame* slab, nint x, SheafTable* t, int slot)
+    internal void FreeObject(PageFrame* slab, nint x, nint slabBase, SheafTable* t, int slot)
     {
-        nint off = x - SlabBase(slab) - _bias;
-        if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x))
+        nint off = x - slabBase - _bias;
+        nint link = x + _offset;
+        nint key = _random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)link);
+        if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size))
+        {
+            FreeChecked(slab, x);
+            return;
+        }
+        nint next = *(nint*)link ^ key; // only now: x is a slot, so the link word lies inside it
+        if (next == 0 || (nuint)(next - slabBase) < (nuint)_slabBytes)
         {
             FreeChecked(slab, x);
             return;
@@ -493,7 +516,7 @@ public sealed unsafe class KmemCache
         Sheaf* sh = ThreadSheaves.In(t, slot);
         if (sh != null)
         {
-            SetFreePointer(x, 0);
+            *(nint*)link = key;
             Volatile.Write(ref sh->Busy, 1);
             if (Volatile.Read(ref sh->Stop) == 0)
             {
@@ -501,8 +524,7 @@ public sealed unsafe class KmemCache
                 if (n < _sheafCap)
                 {
                     sh->Objects[n] = x;
-                    sh->Size = n + 1;
-                    Volatile.Write(ref sh->Busy, 0);
+                    sh->Close(n + 1);
                     return;
                 }
             }
@@ -518,7 +540,7 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreeSlow(PageFrame* slab, nint x)
     {
-        if (_slot < 0)
+        if (_slot == 0)
         {
             if (_debug) DebugOnFree(x);
             FreeCpu(slab, x);
@@ -619,15 +641,7 @@ public sealed unsafe class KmemCache
     /// <summary>Empty every thread's sheaf of this cache into the CPU layer (flush_all's first step; section 5).</summary>
     public void DrainSheaves()
     {
-        if (_slot >= 0) ThreadSheaves.Drain(_slot, this);
-    }
-
-    /// <summary>Does the word at the free pointer decode to a freelist link of this slab? (Confirmed by a walk.)</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool IsLikelyFree(PageFrame* slab, nint x)
-    {
-        nint next = GetFreePointer(x);
-        return next == 0 || (nuint)(next - SlabBase(slab)) < (nuint)_slabBytes;
+        if (_slot != 0) ThreadSheaves.Drain(_slot, this);
     }
 
     /// <summary>The cold path of a free that failed a cheap check: classify, report, or (a live object whose data only looked like a link) free it.</summary>
@@ -1016,7 +1030,7 @@ public sealed unsafe class KmemCache
                             }
                             nint off = x - slabBase - bias;
                             if ((ulong)off * divisible > divisible - 1 || (ulong)off >= slabLimit) break;
-                            // IsLikelyFree, with the link's address computed once for the check and the store.
+                            // FreeObject's double-free check, with the link's address computed once for the check and the store.
                             nint at2 = x + offset;
                             nint key = random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)at2);
                             nint next = *(nint*)at2 ^ key;
@@ -1095,7 +1109,7 @@ public sealed unsafe class KmemCache
     {
         if (_cpu != null)
         {
-            if (_slot >= 0) ThreadSheaves.Unregister(_slot);
+            if (_slot != 0) ThreadSheaves.Unregister(_slot);
             NativeMemory.AlignedFree(_cpu);
             _cpu = null;
         }
@@ -1110,10 +1124,10 @@ public sealed unsafe class KmemCache
     /// <summary>Objects in those slabs (node total_objects).</summary>
     public long NumObjects => Interlocked.Read(ref _totalObjects);
     /// <summary>Free objects held in threads' sheaves (exact when no alloc/free is running).</summary>
-    public long SheafObjects => _slot >= 0 ? ThreadSheaves.Held(_slot) : 0;
+    public long SheafObjects => _slot != 0 ? ThreadSheaves.Held(_slot) : 0;
 
     /// <summary>Does this cache put a sheaf in front of its CPU layer? (Not the debug caches.)</summary>
-    public bool HasSheaves => _slot >= 0;
+    public bool HasSheaves => _slot != 0;
 
     /// <summary>Slabs on the node partial list.</summary>
     public int NrPartial => Volatile.Read(ref _nrPartial);
@@ -1123,7 +1137,7 @@ public sealed unsafe class KmemCache
     {
         get
         {
-            long n = -Interlocked.Read(ref _slowFrees) - (_slot >= 0 ? ThreadSheaves.Held(_slot) : 0);
+            long n = -Interlocked.Read(ref _slowFrees) - (_slot != 0 ? ThreadSheaves.Held(_slot) : 0);
             for (int i = 0; i < _nrCpus; i++) n += Volatile.Read(ref _cpu[i].Allocs) - Volatile.Read(ref _cpu[i].Frees);
             return n;
         }

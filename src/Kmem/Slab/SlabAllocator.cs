@@ -27,7 +27,7 @@ namespace Kmem.Slab;
 ///    <see cref="PageFrame"/>: <c>Flags</c> has Slab; <c>SlabCache</c> = cache id; <c>Freelist</c> = first free object
 ///    not owned by a CPU; <c>Inuse</c>, <c>Objects</c>, <c>Frozen</c>; <c>Next/Prev</c> = node partial links (PFNs) or
 ///    the CPU partial chain (Next only); <c>Mapping</c> = state bits (OnNodePartial, OnCpuPartial, RcuPending | stamp);
-///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf slot (-1: none), where Linux keeps the slab
+///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf slot (0: none), where Linux keeps the slab
 ///    page_type, so kfree finds the thread's sheaf from the page without loading the cache first.
 /// 3. Slab states (flag combinations, asserted by <see cref="KmemCache.CheckInvariants"/>):
 ///    CPU slab: Frozen, on no list, c->slab == pfn; objects split between c->freelist (CPU only) and slab->freelist
@@ -118,7 +118,9 @@ namespace Kmem.Slab;
 public sealed unsafe class SlabAllocator : IDisposable
 {
     /// <summary>ZERO_SIZE_PTR: what kmalloc(0) returns; dereferencing it faults, freeing it is a no-op.</summary>
-    public static readonly void* ZeroSizePtr = (void*)16;
+    public static readonly void* ZeroSizePtr = (void*)ZeroSizeAddress;
+    /// <summary>ZERO_SIZE_PTR as a number: the fast paths compare with a constant, not a static field.</summary>
+    internal const nuint ZeroSizeAddress = 16;
     public const int KmallocMinSize = 8;
     public const int KmallocShiftHigh = ArchProfile.PageShift + 1;
     public const int KmallocMaxCacheSize = 1 << KmallocShiftHigh;
@@ -415,6 +417,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void* Kmalloc(nuint size, Gfp gfp, [CallerMemberName] string caller = "")
     {
         void* p;
+        SheafTable* t = ThreadSheaves.Table; // first: nothing else is live across the TLS resolver call
         if (size - 1 < KmallocMaxCacheSize)
         {
             // Type base by the GFP bits, class by (size - 1) / 8 (both in range by construction). Up to 192 the class
@@ -424,7 +427,7 @@ public sealed unsafe class SlabAllocator : IDisposable
                       + (size <= 192
                           ? Unsafe.Add(ref MemoryMarshal.GetReference(SizeIndex), (nint)((size - 1) >> 3))
                           : Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3)));
-            p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(gfp);
+            p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(t, gfp);
         }
         else p = KmallocSlow(size, gfp);
         if (Tracing.Emit.Tracepoints.KmallocOn) Tracing.Emit.SlabTrace.Kmalloc(this, p, size, gfp, caller);
@@ -470,18 +473,23 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void Kfree(void* p, [CallerMemberName] string caller = "")
     {
         if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p, caller);
-        if ((nuint)p <= (nuint)ZeroSizePtr) return;
+        if ((nuint)p <= ZeroSizeAddress) return;
         SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
         // virt_to_page on cached fields, then compound_head.
-        nuint at = (nuint)((byte*)p - _window);
+        byte* window = _window;
+        PageFrame* mapBase = _mapBase;
+        nuint at = (nuint)((byte*)p - window);
         PageFrame* page = null;
         if (at < _directBytes)
         {
-            page = _mapBase + (at >> ArchProfile.PageShift);
-            if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
-            if ((page->Flags & PageFlags.Slab) != 0 && CacheById(page->SlabCache) is { } s)
+            page = mapBase + (at >> ArchProfile.PageShift);
+            if ((page->Flags & PageFlags.Tail) != 0) page = mapBase + page->CompoundHead;
+            // A slab page's SlabCache is always a live cache id (< MaxCaches): masked instead of bounds-checked.
+            if ((page->Flags & PageFlags.Slab) != 0
+                && Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), page->SlabCache & (MaxCaches - 1)) is { } s)
             {
-                s.FreeObject(page, (nint)p, t, page->MapCount); // the slab's sheaf slot: see KmemCache.FreeObject
+                // The slab's sheaf slot comes from its MapCount: see KmemCache.FreeObject.
+                s.FreeObject(page, (nint)p, KmemCache.SlabBase(window, mapBase, page), t, page->MapCount);
                 return;
             }
         }
