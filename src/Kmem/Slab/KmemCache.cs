@@ -491,7 +491,7 @@ public sealed unsafe class KmemCache
     /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache starting at <paramref name="slabBase"/>.</summary>
     /// <remarks>
     /// Fast path: the slot check (a multiply), then the double-free check: the link word of a free object always
-    /// decodes to null or into its slab, a live one never does (the alloc paths clear it). The encoding key
+    /// decodes to null or to an object of its slab, a live one never does (the alloc paths clear it). The encoding key
     /// (s->random ^ swab(&amp;link)) is computed once for that check and for the store of the encoded null that keeps
     /// the object looking free while it sits in the sheaf. Then a push onto the calling thread's sheaf inside its
     /// Busy window.
@@ -499,16 +499,17 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void FreeObject(PageFrame* slab, nint x, nint slabBase, SheafTable* t, int slot)
     {
-        nint off = x - slabBase - _bias;
-        nint link = x + _offset;
-        nint key = _random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)link);
-        if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size))
+        nint objBase = slabBase + _bias;
+        nint off = x - objBase;
+        nuint span = (nuint)(slab->Objects * _size);
+        if (!IsSlotOffset(off, span))
         {
             FreeChecked(slab, x);
             return;
         }
-        nint next = *(nint*)link ^ key; // only now: x is a slot, so the link word lies inside it
-        if (next == 0 || (nuint)(next - slabBase) < (nuint)_slabBytes)
+        nint link = x + _offset;
+        nint key = _random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)link);
+        if (LooksFree(*(nint*)link ^ key, objBase, span)) // only now: x is a slot, so the link word lies inside it
         {
             FreeChecked(slab, x);
             return;
@@ -532,6 +533,22 @@ public sealed unsafe class KmemCache
         }
         FreeSlow(slab, x);
     }
+
+    /// <summary>
+    /// Is <paramref name="off"/> (from the first object of a slab whose objects span <paramref name="span"/> bytes) the
+    /// start of a slot? Lemire's divisibility test (off * ceil(2^64 / size) &lt; ceil(2^64 / size) exactly when size
+    /// divides off, for off &lt; 2^32, which the span test guarantees) and the span test.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool IsSlotOffset(nint off, nuint span) => (ulong)off * _divisible < _divisible && (nuint)off < span;
+
+    /// <summary>
+    /// Does a decoded link word look like a freelist link (null, or an object of the slab)? Every free object's does
+    /// (on a freelist, or free-marked with the encoded null in a sheaf); a live object's never does, since the alloc
+    /// paths clear it and the hardening key turns whatever its user writes there into a random-looking link.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool LooksFree(nint next, nint objBase, nuint span) => next == 0 || (nuint)(next - objBase) < span;
 
     /// <summary>
     /// The sheaf is full (or missing, or being drained): move its older half to the CPU layer in one CPU-lock round
@@ -934,43 +951,30 @@ public sealed unsafe class KmemCache
     {
         int n = objects.Length;
         if (n == 0) return 0;
+        ref nint dst = ref MemoryMarshal.GetReference(objects);
         nint offset = _offset;
-        fixed (nint* dst = objects)
+        int i = 0;
+        Sheaf* sh = ThreadSheaves.Current(_slot);
+        if (sh != null)
         {
-            int i = 0;
-            Sheaf* sh = ThreadSheaves.Current(_slot);
-            if (sh != null)
+            Volatile.Write(ref sh->Busy, 1);
+            if (Volatile.Read(ref sh->Stop) == 0)
             {
-                Volatile.Write(ref sh->Busy, 1);
-                if (Volatile.Read(ref sh->Stop) == 0)
+                int size = sh->Size;
+                i = Math.Min(n, size);
+                size -= i;
+                nint* src = sh->Objects + size;
+                for (int j = 0; j < i; j++)
                 {
-                    int size = sh->Size;
-                    i = Math.Min(n, size);
-                    size -= i;
-                    nint* src = sh->Objects + size;
-                    for (int j = 0; j < i; j++)
-                    {
-                        nint obj = src[j];
-                        dst[j] = obj;
-                        *(nint*)(obj + offset) = 0; // a live object never looks free
-                    }
-                    sh->Size = size;
+                    nint obj = src[j];
+                    Unsafe.Add(ref dst, j) = obj;
+                    *(nint*)(obj + offset) = 0; // a live object never looks free
                 }
-                Volatile.Write(ref sh->Busy, 0);
+                sh->Close(size);
             }
-            if (i < n)
-            {
-                int got = AllocFromCpu(gfp, dst + i, n - i);
-                if (got < n - i)
-                {
-                    FlushToCpu(dst + i, got); // still free-marked: straight back
-                    if (i != 0) FlushToCpu(dst, i);
-                    objects.Clear();
-                    return 0;
-                }
-                for (int j = i; j < n; j++) *(nint*)(dst[j] + offset) = 0;
-            }
+            else Volatile.Write(ref sh->Busy, 0);
         }
+        if (i < n && !AllocBulkFromCpu(gfp, objects, i)) return 0;
         if (_debug || (gfp & Gfp.Zero) != 0)
             foreach (nint obj in objects)
             {
@@ -981,69 +985,119 @@ public sealed unsafe class KmemCache
     }
 
     /// <summary>
-    /// kmem_cache_free_bulk: objects that pass the fast-path checks go onto the calling thread's sheaf in one window;
-    /// an object that fails one, or finds the sheaf full, takes <see cref="Free"/> (which reports or flushes).
+    /// The rest of a bulk allocation, objects[have..], from the CPU layer. On failure everything, the first
+    /// <paramref name="have"/> (live) included, goes back and <paramref name="objects"/> is cleared.
     /// </summary>
-    /// <remarks>
-    /// One [ThreadStatic] load per window; the cache's constants are read into locals once (a store through an object
-    /// pointer would otherwise make the JIT reload every field); consecutive objects of one slab (the usual case:
-    /// kmem_cache_alloc_bulk hands out runs of one slab) skip virt_to_page and the slab checks, as
-    /// build_detached_freelist groups by slab.
-    /// </remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool AllocBulkFromCpu(Gfp gfp, Span<nint> objects, int have)
+    {
+        int n = objects.Length;
+        fixed (nint* dst = objects)
+        {
+            int got = AllocFromCpu(gfp, dst + have, n - have);
+            if (got < n - have)
+            {
+                FlushToCpu(dst + have, got); // still free-marked: straight back
+                for (int j = 0; j < have; j++) SetFreePointer(dst[j], 0);
+                if (have != 0) FlushToCpu(dst, have);
+                objects.Clear();
+                return false;
+            }
+            for (int j = have; j < n; j++) *(nint*)(dst[j] + _offset) = 0;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// kmem_cache_free_bulk: runs of objects that pass the fast-path checks go onto the calling thread's sheaf, one
+    /// window per run; an object that fails one, or finds the sheaf full, takes <see cref="Free"/> (which reports or
+    /// flushes), and the rest continue. A bad pointer ends the call with its report: the objects before it are freed,
+    /// it and those after it are untouched (still the caller's).
+    /// </summary>
     public void FreeBulk(ReadOnlySpan<nint> objects)
     {
-        int i = 0;
+        ref nint objs = ref MemoryMarshal.GetReference(objects);
         int len = objects.Length;
-        byte* window = _window;
-        nuint directBytes = _directBytes;
-        PageFrame* mapBase = _mapBase;
-        int id = Id, size1 = _size, cap = _sheafCap;
-        nint bias = _bias, offset = _offset, random = _random;
-        ulong divisible = _divisible;
-        nuint slabBytes = (nuint)_slabBytes;
-        fixed (nint* objs = objects)
-            while (i < len)
+        int i = 0;
+        while (i < len)
+        {
+            i += FreeRunToSheaf(ref Unsafe.Add(ref objs, i), len - i);
+            if (i < len) Free((void*)Unsafe.Add(ref objs, i++));
+        }
+    }
+
+    /// <summary>
+    /// Check, free-mark and push onto the calling thread's sheaf the longest prefix of <paramref name="objs"/> that
+    /// passes the fast-path checks and fits; returns its length (0 without a usable sheaf).
+    /// </summary>
+    /// <remarks>
+    /// The checks and marking (<see cref="MarkFreeRun"/>) run before the window opens: they touch only the objects,
+    /// which the caller owns. Room is read before the window too; only the owner grows Size, so it can only be
+    /// larger by the time the window opens (a drainer empties it). If a drainer owns the sheaf meanwhile, the marked
+    /// objects, valid and free-marked as sheaf objects are, go to the CPU layer instead.
+    /// </remarks>
+    private int FreeRunToSheaf(ref nint objs, int n)
+    {
+        Sheaf* sh = ThreadSheaves.Current(_slot);
+        if (sh == null) return 0;
+        int room = _sheafCap - Volatile.Read(ref sh->Size);
+        int marked = MarkFreeRun(ref objs, Math.Min(n, room));
+        if (marked == 0) return 0;
+        fixed (nint* p = &objs) // the caller's span may be a managed array
+        {
+            Volatile.Write(ref sh->Busy, 1);
+            if (Volatile.Read(ref sh->Stop) == 0)
             {
-                Sheaf* sh = ThreadSheaves.Current(_slot);
-                if (sh != null)
-                {
-                    PageFrame* slab = null;
-                    nint slabBase = 0;
-                    ulong slabLimit = 0;
-                    Volatile.Write(ref sh->Busy, 1);
-                    if (Volatile.Read(ref sh->Stop) == 0)
-                    {
-                        int size = sh->Size;
-                        nint* slots = sh->Objects;
-                        for (; i < len && size < cap; i++)
-                        {
-                            nint x = objs[i];
-                            if ((nuint)(x - slabBase) >= slabBytes || slab == null)
-                            {
-                                nuint at = (nuint)((byte*)x - window);
-                                if (at >= directBytes) break;
-                                slab = mapBase + (at >> ArchProfile.PageShift);
-                                if ((slab->Flags & PageFlags.Tail) != 0) slab = mapBase + slab->CompoundHead;
-                                if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != id) break;
-                                slabBase = (nint)(window + (((nint)slab - (nint)mapBase) << (ArchProfile.PageShift - 6)));
-                                slabLimit = (ulong)(slab->Objects * size1);
-                            }
-                            nint off = x - slabBase - bias;
-                            if ((ulong)off * divisible > divisible - 1 || (ulong)off >= slabLimit) break;
-                            // FreeObject's double-free check, with the link's address computed once for the check and the store.
-                            nint at2 = x + offset;
-                            nint key = random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)at2);
-                            nint next = *(nint*)at2 ^ key;
-                            if (next == 0 || (nuint)(next - slabBase) < slabBytes) break;
-                            *(nint*)at2 = key; // encoded null: free-marked while in the sheaf
-                            slots[size++] = x;
-                        }
-                        sh->Size = size;
-                    }
-                    Volatile.Write(ref sh->Busy, 0);
-                }
-                if (i < len) Free((void*)objs[i++]);
+                int size = sh->Size;
+                Buffer.MemoryCopy(p, sh->Objects + size, marked * sizeof(nint), marked * sizeof(nint));
+                sh->Close(size + marked);
+                return marked;
             }
+            Volatile.Write(ref sh->Busy, 0);
+            FlushToCpu(p, marked);
+        }
+        return marked;
+    }
+
+    /// <summary>
+    /// <see cref="FreeObject"/>'s checks over the longest valid prefix of <paramref name="objs"/> (at most
+    /// <paramref name="n"/>), free-marking each object that passes; returns the prefix length. Consecutive objects of
+    /// one slab (kmem_cache_alloc_bulk hands out runs of one slab) share virt_to_page and the slab checks, as
+    /// build_detached_freelist groups by slab.
+    /// </summary>
+    private int MarkFreeRun(ref nint objs, int n)
+    {
+        byte* window = _window;
+        PageFrame* mapBase = _mapBase;
+        nint offset = _offset, random = _random;
+        ulong divisible = _divisible;
+        int i = 0;
+        while (i < n)
+        {
+            nint x = Unsafe.Add(ref objs, i);
+            nuint at = (nuint)((byte*)x - window);
+            if (at >= _directBytes) return i;
+            PageFrame* slab = mapBase + (at >> ArchProfile.PageShift);
+            if ((slab->Flags & PageFlags.Tail) != 0) slab = mapBase + slab->CompoundHead;
+            if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id) return i;
+            nint objBase = SlabBase(window, mapBase, slab) + _bias;
+            nuint span = (nuint)(slab->Objects * _size);
+            if ((nuint)(x - objBase) >= span) return i; // in the slab's pages, past its last object
+            // The run of this slab: x - objBase < span also tells the next object is still in it.
+            do
+            {
+                nint off = x - objBase;
+                if ((ulong)off * divisible >= divisible) return i;
+                nint link = x + offset;
+                nint key = random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)link);
+                if (LooksFree(*(nint*)link ^ key, objBase, span)) return i;
+                *(nint*)link = key; // encoded null: free-marked, as in a sheaf
+                if (++i == n) return i;
+                x = Unsafe.Add(ref objs, i);
+            }
+            while ((nuint)(x - objBase) < span);
+        }
+        return i;
     }
 
     // =====================================================================================================
