@@ -60,23 +60,24 @@ namespace Kmem.Slab;
 ///    page allocator's free path, which never reclaims; AllocPages is never called under s_lock, so no shrinker
 ///    runs under it).
 /// 5. Fast paths (AggressiveInlining), no atomic instruction on either:
-///    alloc = find the thread's sheaf (one [ThreadStatic] load, a bounds check, a load), open its window, pop, close
-///    it, clear the link word. kmalloc's class comes from the size_index span up to 192 bytes (RVA data: a constant
+///    alloc = find the thread's sheaf (one [ThreadStatic] load, then a load: every thread's table has
+///    <see cref="ThreadSheaves.MaxSlots"/> entries and slot 0, the slot of caches without sheaves, is always empty, so
+///    there is no bounds or "has sheaves" test), open its window, pop, close it, clear the link word. kmalloc's class comes from the size_index span up to 192 bytes (RVA data: a constant
 ///    size and gfp fold to one load of the cache), from a 1 KiB table above. Free = load the thread's sheaf table
 ///    first (on Linux a [ThreadStatic] load is a call into the TLS resolver: made before the checks nothing has to
 ///    survive it, and where an alloc and a free inline into one method the JIT shares one resolver call between them;
 ///    kfree takes the sheaf slot from the slab's MapCount, kmem_cache_free from the cache), then virt_to_page on
 ///    cached fields, compound_head, check Slab and cache id, check the
-///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to a link of
-///    this slab (a free object always does, a live one never does: the alloc paths clear it), write the encoded null
+///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to null or an
+///    object of this slab (a free object's always does, a live one's never does: the alloc paths clear it), write the encoded null
 ///    link (so the object looks free while in the sheaf), open the window, push, close it. That link check is the
 ///    immediate double-free check (SLUB's "object at the head of the freelist" test): it catches a second free of an
 ///    object sitting in any sheaf or on any freelist, confirmed in the cold path by draining the sheaves and walking
 ///    the freelists; __slab_free's head == prior test stays as a second line.
 ///    Sheaf ownership (what replaces preempt_disable): only the owning thread changes Size/Objects, and only inside
-///    a window: <c>Busy = 1; if (Stop == 0) { ... }; Busy = 0</c> (plain stores; no locks, calls, waits or throws
-///    inside; Size and Stop are two 4-byte loads on purpose: one 8-byte load of both right after the previous
-///    operation's 4-byte Size store misses store forwarding and measured slower). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
+///    a window: <c>Busy = 1; if (Stop == 0) { ...; Size = n, Busy = 0 }</c>, the last being one 8-byte store of
+///    Size and Busy together (<see cref="Sheaf.Close"/>; plain stores; no locks, calls, waits or throws inside; on
+///    Cascade Lake, with one store port, each store saved on these paths shows). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
 ///    holds the registry lock, sets Stop on every thread's sheaf of the cache, issues
 ///    <see cref="Interlocked.MemoryBarrierProcessWide"/> (sys_membarrier: every running thread passes a full barrier),
 ///    waits for Busy == 0, empties the sheaf into the CPU layer and clears Stop. Invariant: after the barrier an owner
