@@ -59,7 +59,7 @@ public sealed unsafe class KmemCache
     private readonly byte* _window;        // direct map base (page_address = _window + pfn * PAGE_SIZE)
     private readonly PageFrame* _mapBase;  // mem_map
     private readonly nuint _directBytes;   // size of the direct map (virt_to_page bound)
-    private readonly int _slot;            // global thread-sheaf slot, -1: no sheaves (debug caches)
+    private readonly int _slot;            // global thread-sheaf slot, 0: no sheaves (debug caches, or no slot left)
     private readonly int _sheafCap;        // objects a thread sheaf of this cache holds (<= ThreadSheaves.MaxCapacity)
     private readonly int _sheafBatch;      // refill/flush batch: half a sheaf
 
@@ -109,7 +109,7 @@ public sealed unsafe class KmemCache
         // Sheaf capacity by object size, a guess that bounds what one thread holds per cache to 8-32 KiB.
         _sheafCap = _size <= 256 ? ThreadSheaves.MaxCapacity : _size <= 1024 ? 16 : _size <= 4096 ? 8 : 4;
         _sheafBatch = _sheafCap / 2;
-        _slot = _debug ? -1 : ThreadSheaves.Register(this);
+        _slot = _debug ? 0 : ThreadSheaves.Register(this);
         _cpu = (KmemCacheCpu*)NativeMemory.AlignedAlloc((nuint)(_nrCpus * sizeof(KmemCacheCpu)), 64);
         for (int c = 0; c < _nrCpus; c++)
             _cpu[c] = new KmemCacheCpu { Slab = PageFrame.None, Partial = PageFrame.None };
@@ -181,9 +181,16 @@ public sealed unsafe class KmemCache
 
     /// <summary>kmem_cache_alloc without its tracepoint: kmalloc's path (Linux's kmalloc logs only trace_kmalloc).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void* AllocNoTrace(Gfp gfp)
+    internal void* AllocNoTrace(Gfp gfp) => AllocNoTrace(ThreadSheaves.Table, gfp);
+
+    /// <summary>
+    /// <see cref="AllocNoTrace(Gfp)"/> with the calling thread's sheaf table already loaded (kmalloc loads it before
+    /// choosing the cache, so that nothing has to survive the TLS resolver call).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void* AllocNoTrace(SheafTable* t, Gfp gfp)
     {
-        Sheaf* sh = ThreadSheaves.Current(_slot);
+        Sheaf* sh = ThreadSheaves.In(t, _slot);
         if (sh != null)
         {
             Volatile.Write(ref sh->Busy, 1);
@@ -193,9 +200,8 @@ public sealed unsafe class KmemCache
                 if (n >= 0)
                 {
                     nint obj = sh->Objects[n];
-                    sh->Size = n;
-                    Volatile.Write(ref sh->Busy, 0);
-                    *(nint*)(obj + _offset) = 0; // a live object never looks free (see IsLikelyFree)
+                    sh->Close(n);
+                    *(nint*)(obj + _offset) = 0; // a live object never looks free (see FreeObject)
                     if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
                     return (void*)obj;
                 }
@@ -216,7 +222,7 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void* AllocSlow(Gfp gfp)
     {
-        if (_slot < 0) return AllocCpu(gfp);
+        if (_slot == 0) return AllocCpu(gfp);
         Sheaf* sh = ThreadSheaves.GetOrCreate(_slot);
         nint* batch = stackalloc nint[ThreadSheaves.MaxCapacity];
         int got = AllocFromCpu(gfp, batch, _sheafBatch);
@@ -467,25 +473,43 @@ public sealed unsafe class KmemCache
     {
         if (Tracing.Emit.Tracepoints.KmemCacheFreeOn) Tracing.Emit.SlabTrace.CacheFree(_owner, this, x, caller);
         SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
-        nuint at = (nuint)((byte*)x - _window); // virt_to_page on cached fields
+        byte* window = _window;
+        PageFrame* mapBase = _mapBase;
+        nuint at = (nuint)((byte*)x - window); // virt_to_page on cached fields
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
-        PageFrame* page = _mapBase + (at >> ArchProfile.PageShift);
-        if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
+        PageFrame* page = mapBase + (at >> ArchProfile.PageShift);
+        if ((page->Flags & PageFlags.Tail) != 0) page = mapBase + page->CompoundHead;
         if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
-        FreeObject(page, (nint)x, t, _slot);
+        FreeObject(page, (nint)x, SlabBase(window, mapBase, page), t, _slot);
     }
 
-    /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache.</summary>
+    /// <summary>page_address of a slab's head page, from the direct map base and mem_map (as the free paths hold them).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static nint SlabBase(byte* window, PageFrame* mapBase, PageFrame* slab) =>
+        (nint)(window + (((nint)slab - (nint)mapBase) << (ArchProfile.PageShift - 6)));
+
+    /// <summary>Free an object already known to lie in <paramref name="slab"/>, a slab of this cache starting at <paramref name="slabBase"/>.</summary>
     /// <remarks>
-    /// Fast path: the slot check (a multiply) and the double-free check (the link word of a free object always
-    /// decodes to null or into its slab; a live one never does), then a push onto the calling thread's sheaf inside
-    /// its Busy window. The pushed object's link word is set to the encoded null, so it looks free while it sits there.
+    /// Fast path: the slot check (a multiply), then the double-free check: the link word of a free object always
+    /// decodes to null or to an object of its slab, a live one never does (the alloc paths clear it). The encoding key
+    /// (s->random ^ swab(&amp;link)) is computed once for that check and for the store of the encoded null that keeps
+    /// the object looking free while it sits in the sheaf. Then a push onto the calling thread's sheaf inside its
+    /// Busy window.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeObject(PageFrame* slab, nint x, SheafTable* t, int slot)
+    internal void FreeObject(PageFrame* slab, nint x, nint slabBase, SheafTable* t, int slot)
     {
-        nint off = x - SlabBase(slab) - _bias;
-        if ((ulong)off * _divisible > _divisible - 1 || (ulong)off >= (ulong)(slab->Objects * _size) || IsLikelyFree(slab, x))
+        nint objBase = slabBase + _bias;
+        nint off = x - objBase;
+        nuint span = (nuint)(slab->Objects * _size);
+        if (!IsSlotOffset(off, span))
+        {
+            FreeChecked(slab, x);
+            return;
+        }
+        nint link = x + _offset;
+        nint key = _random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)link);
+        if (LooksFree(*(nint*)link ^ key, objBase, span)) // only now: x is a slot, so the link word lies inside it
         {
             FreeChecked(slab, x);
             return;
@@ -493,7 +517,7 @@ public sealed unsafe class KmemCache
         Sheaf* sh = ThreadSheaves.In(t, slot);
         if (sh != null)
         {
-            SetFreePointer(x, 0);
+            *(nint*)link = key;
             Volatile.Write(ref sh->Busy, 1);
             if (Volatile.Read(ref sh->Stop) == 0)
             {
@@ -501,8 +525,7 @@ public sealed unsafe class KmemCache
                 if (n < _sheafCap)
                 {
                     sh->Objects[n] = x;
-                    sh->Size = n + 1;
-                    Volatile.Write(ref sh->Busy, 0);
+                    sh->Close(n + 1);
                     return;
                 }
             }
@@ -512,13 +535,29 @@ public sealed unsafe class KmemCache
     }
 
     /// <summary>
+    /// Is <paramref name="off"/> (from the first object of a slab whose objects span <paramref name="span"/> bytes) the
+    /// start of a slot? Lemire's divisibility test (off * ceil(2^64 / size) &lt; ceil(2^64 / size) exactly when size
+    /// divides off, for off &lt; 2^32, which the span test guarantees) and the span test.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool IsSlotOffset(nint off, nuint span) => (ulong)off * _divisible < _divisible && (nuint)off < span;
+
+    /// <summary>
+    /// Does a decoded link word look like a freelist link (null, or an object of the slab)? Every free object's does
+    /// (on a freelist, or free-marked with the encoded null in a sheaf); a live object's never does, since the alloc
+    /// paths clear it and the hardening key turns whatever its user writes there into a random-looking link.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool LooksFree(nint next, nint objBase, nuint span) => next == 0 || (nuint)(next - objBase) < span;
+
+    /// <summary>
     /// The sheaf is full (or missing, or being drained): move its older half to the CPU layer in one CPU-lock round
     /// trip and keep <paramref name="x"/>. Debug caches have no sheaves and free through the CPU slab every time.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreeSlow(PageFrame* slab, nint x)
     {
-        if (_slot < 0)
+        if (_slot == 0)
         {
             if (_debug) DebugOnFree(x);
             FreeCpu(slab, x);
@@ -619,15 +658,7 @@ public sealed unsafe class KmemCache
     /// <summary>Empty every thread's sheaf of this cache into the CPU layer (flush_all's first step; section 5).</summary>
     public void DrainSheaves()
     {
-        if (_slot >= 0) ThreadSheaves.Drain(_slot, this);
-    }
-
-    /// <summary>Does the word at the free pointer decode to a freelist link of this slab? (Confirmed by a walk.)</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool IsLikelyFree(PageFrame* slab, nint x)
-    {
-        nint next = GetFreePointer(x);
-        return next == 0 || (nuint)(next - SlabBase(slab)) < (nuint)_slabBytes;
+        if (_slot != 0) ThreadSheaves.Drain(_slot, this);
     }
 
     /// <summary>The cold path of a free that failed a cheap check: classify, report, or (a live object whose data only looked like a link) free it.</summary>
@@ -920,43 +951,30 @@ public sealed unsafe class KmemCache
     {
         int n = objects.Length;
         if (n == 0) return 0;
+        ref nint dst = ref MemoryMarshal.GetReference(objects);
         nint offset = _offset;
-        fixed (nint* dst = objects)
+        int i = 0;
+        Sheaf* sh = ThreadSheaves.Current(_slot);
+        if (sh != null)
         {
-            int i = 0;
-            Sheaf* sh = ThreadSheaves.Current(_slot);
-            if (sh != null)
+            Volatile.Write(ref sh->Busy, 1);
+            if (Volatile.Read(ref sh->Stop) == 0)
             {
-                Volatile.Write(ref sh->Busy, 1);
-                if (Volatile.Read(ref sh->Stop) == 0)
+                int size = sh->Size;
+                i = Math.Min(n, size);
+                size -= i;
+                nint* src = sh->Objects + size;
+                for (int j = 0; j < i; j++)
                 {
-                    int size = sh->Size;
-                    i = Math.Min(n, size);
-                    size -= i;
-                    nint* src = sh->Objects + size;
-                    for (int j = 0; j < i; j++)
-                    {
-                        nint obj = src[j];
-                        dst[j] = obj;
-                        *(nint*)(obj + offset) = 0; // a live object never looks free
-                    }
-                    sh->Size = size;
+                    nint obj = src[j];
+                    Unsafe.Add(ref dst, j) = obj;
+                    *(nint*)(obj + offset) = 0; // a live object never looks free
                 }
-                Volatile.Write(ref sh->Busy, 0);
+                sh->Close(size);
             }
-            if (i < n)
-            {
-                int got = AllocFromCpu(gfp, dst + i, n - i);
-                if (got < n - i)
-                {
-                    FlushToCpu(dst + i, got); // still free-marked: straight back
-                    if (i != 0) FlushToCpu(dst, i);
-                    objects.Clear();
-                    return 0;
-                }
-                for (int j = i; j < n; j++) *(nint*)(dst[j] + offset) = 0;
-            }
+            else Volatile.Write(ref sh->Busy, 0);
         }
+        if (i < n && !AllocBulkFromCpu(gfp, objects, i)) return 0;
         if (_debug || (gfp & Gfp.Zero) != 0)
             foreach (nint obj in objects)
             {
@@ -967,69 +985,119 @@ public sealed unsafe class KmemCache
     }
 
     /// <summary>
-    /// kmem_cache_free_bulk: objects that pass the fast-path checks go onto the calling thread's sheaf in one window;
-    /// an object that fails one, or finds the sheaf full, takes <see cref="Free"/> (which reports or flushes).
+    /// The rest of a bulk allocation, objects[have..], from the CPU layer. On failure everything, the first
+    /// <paramref name="have"/> (live) included, goes back and <paramref name="objects"/> is cleared.
     /// </summary>
-    /// <remarks>
-    /// One [ThreadStatic] load per window; the cache's constants are read into locals once (a store through an object
-    /// pointer would otherwise make the JIT reload every field); consecutive objects of one slab (the usual case:
-    /// kmem_cache_alloc_bulk hands out runs of one slab) skip virt_to_page and the slab checks, as
-    /// build_detached_freelist groups by slab.
-    /// </remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool AllocBulkFromCpu(Gfp gfp, Span<nint> objects, int have)
+    {
+        int n = objects.Length;
+        fixed (nint* dst = objects)
+        {
+            int got = AllocFromCpu(gfp, dst + have, n - have);
+            if (got < n - have)
+            {
+                FlushToCpu(dst + have, got); // still free-marked: straight back
+                for (int j = 0; j < have; j++) SetFreePointer(dst[j], 0);
+                if (have != 0) FlushToCpu(dst, have);
+                objects.Clear();
+                return false;
+            }
+            for (int j = have; j < n; j++) *(nint*)(dst[j] + _offset) = 0;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// kmem_cache_free_bulk: runs of objects that pass the fast-path checks go onto the calling thread's sheaf, one
+    /// window per run; an object that fails one, or finds the sheaf full, takes <see cref="Free"/> (which reports or
+    /// flushes), and the rest continue. A bad pointer ends the call with its report: the objects before it are freed,
+    /// it and those after it are untouched (still the caller's).
+    /// </summary>
     public void FreeBulk(ReadOnlySpan<nint> objects)
     {
-        int i = 0;
+        ref nint objs = ref MemoryMarshal.GetReference(objects);
         int len = objects.Length;
-        byte* window = _window;
-        nuint directBytes = _directBytes;
-        PageFrame* mapBase = _mapBase;
-        int id = Id, size1 = _size, cap = _sheafCap;
-        nint bias = _bias, offset = _offset, random = _random;
-        ulong divisible = _divisible;
-        nuint slabBytes = (nuint)_slabBytes;
-        fixed (nint* objs = objects)
-            while (i < len)
+        int i = 0;
+        while (i < len)
+        {
+            i += FreeRunToSheaf(ref Unsafe.Add(ref objs, i), len - i);
+            if (i < len) Free((void*)Unsafe.Add(ref objs, i++));
+        }
+    }
+
+    /// <summary>
+    /// Check, free-mark and push onto the calling thread's sheaf the longest prefix of <paramref name="objs"/> that
+    /// passes the fast-path checks and fits; returns its length (0 without a usable sheaf).
+    /// </summary>
+    /// <remarks>
+    /// The checks and marking (<see cref="MarkFreeRun"/>) run before the window opens: they touch only the objects,
+    /// which the caller owns. Room is read before the window too; only the owner grows Size, so it can only be
+    /// larger by the time the window opens (a drainer empties it). If a drainer owns the sheaf meanwhile, the marked
+    /// objects, valid and free-marked as sheaf objects are, go to the CPU layer instead.
+    /// </remarks>
+    private int FreeRunToSheaf(ref nint objs, int n)
+    {
+        Sheaf* sh = ThreadSheaves.Current(_slot);
+        if (sh == null) return 0;
+        int room = _sheafCap - Volatile.Read(ref sh->Size);
+        int marked = MarkFreeRun(ref objs, Math.Min(n, room));
+        if (marked == 0) return 0;
+        fixed (nint* p = &objs) // the caller's span may be a managed array
+        {
+            Volatile.Write(ref sh->Busy, 1);
+            if (Volatile.Read(ref sh->Stop) == 0)
             {
-                Sheaf* sh = ThreadSheaves.Current(_slot);
-                if (sh != null)
-                {
-                    PageFrame* slab = null;
-                    nint slabBase = 0;
-                    ulong slabLimit = 0;
-                    Volatile.Write(ref sh->Busy, 1);
-                    if (Volatile.Read(ref sh->Stop) == 0)
-                    {
-                        int size = sh->Size;
-                        nint* slots = sh->Objects;
-                        for (; i < len && size < cap; i++)
-                        {
-                            nint x = objs[i];
-                            if ((nuint)(x - slabBase) >= slabBytes || slab == null)
-                            {
-                                nuint at = (nuint)((byte*)x - window);
-                                if (at >= directBytes) break;
-                                slab = mapBase + (at >> ArchProfile.PageShift);
-                                if ((slab->Flags & PageFlags.Tail) != 0) slab = mapBase + slab->CompoundHead;
-                                if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != id) break;
-                                slabBase = (nint)(window + (((nint)slab - (nint)mapBase) << (ArchProfile.PageShift - 6)));
-                                slabLimit = (ulong)(slab->Objects * size1);
-                            }
-                            nint off = x - slabBase - bias;
-                            if ((ulong)off * divisible > divisible - 1 || (ulong)off >= slabLimit) break;
-                            // IsLikelyFree, with the link's address computed once for the check and the store.
-                            nint at2 = x + offset;
-                            nint key = random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)at2);
-                            nint next = *(nint*)at2 ^ key;
-                            if (next == 0 || (nuint)(next - slabBase) < slabBytes) break;
-                            *(nint*)at2 = key; // encoded null: free-marked while in the sheaf
-                            slots[size++] = x;
-                        }
-                        sh->Size = size;
-                    }
-                    Volatile.Write(ref sh->Busy, 0);
-                }
-                if (i < len) Free((void*)objs[i++]);
+                int size = sh->Size;
+                Buffer.MemoryCopy(p, sh->Objects + size, marked * sizeof(nint), marked * sizeof(nint));
+                sh->Close(size + marked);
+                return marked;
             }
+            Volatile.Write(ref sh->Busy, 0);
+            FlushToCpu(p, marked);
+        }
+        return marked;
+    }
+
+    /// <summary>
+    /// <see cref="FreeObject"/>'s checks over the longest valid prefix of <paramref name="objs"/> (at most
+    /// <paramref name="n"/>), free-marking each object that passes; returns the prefix length. Consecutive objects of
+    /// one slab (kmem_cache_alloc_bulk hands out runs of one slab) share virt_to_page and the slab checks, as
+    /// build_detached_freelist groups by slab.
+    /// </summary>
+    private int MarkFreeRun(ref nint objs, int n)
+    {
+        byte* window = _window;
+        PageFrame* mapBase = _mapBase;
+        nint offset = _offset, random = _random;
+        ulong divisible = _divisible;
+        int i = 0;
+        while (i < n)
+        {
+            nint x = Unsafe.Add(ref objs, i);
+            nuint at = (nuint)((byte*)x - window);
+            if (at >= _directBytes) return i;
+            PageFrame* slab = mapBase + (at >> ArchProfile.PageShift);
+            if ((slab->Flags & PageFlags.Tail) != 0) slab = mapBase + slab->CompoundHead;
+            if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id) return i;
+            nint objBase = SlabBase(window, mapBase, slab) + _bias;
+            nuint span = (nuint)(slab->Objects * _size);
+            if ((nuint)(x - objBase) >= span) return i; // in the slab's pages, past its last object
+            // The run of this slab: x - objBase < span also tells the next object is still in it.
+            do
+            {
+                nint off = x - objBase;
+                if ((ulong)off * divisible >= divisible) return i;
+                nint link = x + offset;
+                nint key = random ^ (nint)BinaryPrimitives.ReverseEndianness((ulong)link);
+                if (LooksFree(*(nint*)link ^ key, objBase, span)) return i;
+                *(nint*)link = key; // encoded null: free-marked, as in a sheaf
+                if (++i == n) return i;
+                x = Unsafe.Add(ref objs, i);
+            }
+            while ((nuint)(x - objBase) < span);
+        }
+        return i;
     }
 
     // =====================================================================================================
@@ -1095,7 +1163,7 @@ public sealed unsafe class KmemCache
     {
         if (_cpu != null)
         {
-            if (_slot >= 0) ThreadSheaves.Unregister(_slot);
+            if (_slot != 0) ThreadSheaves.Unregister(_slot);
             NativeMemory.AlignedFree(_cpu);
             _cpu = null;
         }
@@ -1110,10 +1178,10 @@ public sealed unsafe class KmemCache
     /// <summary>Objects in those slabs (node total_objects).</summary>
     public long NumObjects => Interlocked.Read(ref _totalObjects);
     /// <summary>Free objects held in threads' sheaves (exact when no alloc/free is running).</summary>
-    public long SheafObjects => _slot >= 0 ? ThreadSheaves.Held(_slot) : 0;
+    public long SheafObjects => _slot != 0 ? ThreadSheaves.Held(_slot) : 0;
 
     /// <summary>Does this cache put a sheaf in front of its CPU layer? (Not the debug caches.)</summary>
-    public bool HasSheaves => _slot >= 0;
+    public bool HasSheaves => _slot != 0;
 
     /// <summary>Slabs on the node partial list.</summary>
     public int NrPartial => Volatile.Read(ref _nrPartial);
@@ -1123,7 +1191,7 @@ public sealed unsafe class KmemCache
     {
         get
         {
-            long n = -Interlocked.Read(ref _slowFrees) - (_slot >= 0 ? ThreadSheaves.Held(_slot) : 0);
+            long n = -Interlocked.Read(ref _slowFrees) - (_slot != 0 ? ThreadSheaves.Held(_slot) : 0);
             for (int i = 0; i < _nrCpus; i++) n += Volatile.Read(ref _cpu[i].Allocs) - Volatile.Read(ref _cpu[i].Frees);
             return n;
         }

@@ -27,7 +27,7 @@ namespace Kmem.Slab;
 ///    <see cref="PageFrame"/>: <c>Flags</c> has Slab; <c>SlabCache</c> = cache id; <c>Freelist</c> = first free object
 ///    not owned by a CPU; <c>Inuse</c>, <c>Objects</c>, <c>Frozen</c>; <c>Next/Prev</c> = node partial links (PFNs) or
 ///    the CPU partial chain (Next only); <c>Mapping</c> = state bits (OnNodePartial, OnCpuPartial, RcuPending | stamp);
-///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf slot (-1: none), where Linux keeps the slab
+///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf slot (0: none), where Linux keeps the slab
 ///    page_type, so kfree finds the thread's sheaf from the page without loading the cache first.
 /// 3. Slab states (flag combinations, asserted by <see cref="KmemCache.CheckInvariants"/>):
 ///    CPU slab: Frozen, on no list, c->slab == pfn; objects split between c->freelist (CPU only) and slab->freelist
@@ -60,23 +60,24 @@ namespace Kmem.Slab;
 ///    page allocator's free path, which never reclaims; AllocPages is never called under s_lock, so no shrinker
 ///    runs under it).
 /// 5. Fast paths (AggressiveInlining), no atomic instruction on either:
-///    alloc = find the thread's sheaf (one [ThreadStatic] load, a bounds check, a load), open its window, pop, close
-///    it, clear the link word. kmalloc's class comes from the size_index span up to 192 bytes (RVA data: a constant
+///    alloc = find the thread's sheaf (one [ThreadStatic] load, then a load: every thread's table has
+///    <see cref="ThreadSheaves.MaxSlots"/> entries and slot 0, the slot of caches without sheaves, is always empty, so
+///    there is no bounds or "has sheaves" test), open its window, pop, close it, clear the link word. kmalloc's class comes from the size_index span up to 192 bytes (RVA data: a constant
 ///    size and gfp fold to one load of the cache), from a 1 KiB table above. Free = load the thread's sheaf table
 ///    first (on Linux a [ThreadStatic] load is a call into the TLS resolver: made before the checks nothing has to
 ///    survive it, and where an alloc and a free inline into one method the JIT shares one resolver call between them;
 ///    kfree takes the sheaf slot from the slab's MapCount, kmem_cache_free from the cache), then virt_to_page on
 ///    cached fields, compound_head, check Slab and cache id, check the
-///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to a link of
-///    this slab (a free object always does, a live one never does: the alloc paths clear it), write the encoded null
+///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to null or an
+///    object of this slab (a free object's always does, a live one's never does: the alloc paths clear it), write the encoded null
 ///    link (so the object looks free while in the sheaf), open the window, push, close it. That link check is the
 ///    immediate double-free check (SLUB's "object at the head of the freelist" test): it catches a second free of an
 ///    object sitting in any sheaf or on any freelist, confirmed in the cold path by draining the sheaves and walking
 ///    the freelists; __slab_free's head == prior test stays as a second line.
 ///    Sheaf ownership (what replaces preempt_disable): only the owning thread changes Size/Objects, and only inside
-///    a window: <c>Busy = 1; if (Stop == 0) { ... }; Busy = 0</c> (plain stores; no locks, calls, waits or throws
-///    inside; Size and Stop are two 4-byte loads on purpose: one 8-byte load of both right after the previous
-///    operation's 4-byte Size store misses store forwarding and measured slower). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
+///    a window: <c>Busy = 1; if (Stop == 0) { ...; Size = n, Busy = 0 }</c>, the last being one 8-byte store of
+///    Size and Busy together (<see cref="Sheaf.Close"/>; plain stores; no locks, calls, waits or throws inside; on
+///    Cascade Lake, with one store port, each store saved on these paths shows). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
 ///    holds the registry lock, sets Stop on every thread's sheaf of the cache, issues
 ///    <see cref="Interlocked.MemoryBarrierProcessWide"/> (sys_membarrier: every running thread passes a full barrier),
 ///    waits for Busy == 0, empties the sheaf into the CPU layer and clears Stop. Invariant: after the barrier an owner
@@ -118,7 +119,9 @@ namespace Kmem.Slab;
 public sealed unsafe class SlabAllocator : IDisposable
 {
     /// <summary>ZERO_SIZE_PTR: what kmalloc(0) returns; dereferencing it faults, freeing it is a no-op.</summary>
-    public static readonly void* ZeroSizePtr = (void*)16;
+    public static readonly void* ZeroSizePtr = (void*)ZeroSizeAddress;
+    /// <summary>ZERO_SIZE_PTR as a number: the fast paths compare with a constant, not a static field.</summary>
+    internal const nuint ZeroSizeAddress = 16;
     public const int KmallocMinSize = 8;
     public const int KmallocShiftHigh = ArchProfile.PageShift + 1;
     public const int KmallocMaxCacheSize = 1 << KmallocShiftHigh;
@@ -415,6 +418,7 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void* Kmalloc(nuint size, Gfp gfp, [CallerMemberName] string caller = "")
     {
         void* p;
+        SheafTable* t = ThreadSheaves.Table; // first: nothing else is live across the TLS resolver call
         if (size - 1 < KmallocMaxCacheSize)
         {
             // Type base by the GFP bits, class by (size - 1) / 8 (both in range by construction). Up to 192 the class
@@ -424,7 +428,7 @@ public sealed unsafe class SlabAllocator : IDisposable
                       + (size <= 192
                           ? Unsafe.Add(ref MemoryMarshal.GetReference(SizeIndex), (nint)((size - 1) >> 3))
                           : Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(s_sizeToIndex), (nint)((size - 1) >> 3)));
-            p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(gfp);
+            p = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_kmalloc), index).AllocNoTrace(t, gfp);
         }
         else p = KmallocSlow(size, gfp);
         if (Tracing.Emit.Tracepoints.KmallocOn) Tracing.Emit.SlabTrace.Kmalloc(this, p, size, gfp, caller);
@@ -470,18 +474,23 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void Kfree(void* p, [CallerMemberName] string caller = "")
     {
         if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p, caller);
-        if ((nuint)p <= (nuint)ZeroSizePtr) return;
+        if ((nuint)p <= ZeroSizeAddress) return;
         SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
         // virt_to_page on cached fields, then compound_head.
-        nuint at = (nuint)((byte*)p - _window);
+        byte* window = _window;
+        PageFrame* mapBase = _mapBase;
+        nuint at = (nuint)((byte*)p - window);
         PageFrame* page = null;
         if (at < _directBytes)
         {
-            page = _mapBase + (at >> ArchProfile.PageShift);
-            if ((page->Flags & PageFlags.Tail) != 0) page = _mapBase + page->CompoundHead;
-            if ((page->Flags & PageFlags.Slab) != 0 && CacheById(page->SlabCache) is { } s)
+            page = mapBase + (at >> ArchProfile.PageShift);
+            if ((page->Flags & PageFlags.Tail) != 0) page = mapBase + page->CompoundHead;
+            // A slab page's SlabCache is always a live cache id (< MaxCaches): masked instead of bounds-checked.
+            if ((page->Flags & PageFlags.Slab) != 0
+                && Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), page->SlabCache & (MaxCaches - 1)) is { } s)
             {
-                s.FreeObject(page, (nint)p, t, page->MapCount); // the slab's sheaf slot: see KmemCache.FreeObject
+                // The slab's sheaf slot comes from its MapCount: see KmemCache.FreeObject.
+                s.FreeObject(page, (nint)p, KmemCache.SlabBase(window, mapBase, page), t, page->MapCount);
                 return;
             }
         }

@@ -24,6 +24,14 @@ internal unsafe struct Sheaf
     /// <summary>1 while a drainer owns the sheaf; the owner then takes the CPU path.</summary>
     [FieldOffset(8)] public int Stop;
 
+    /// <summary>
+    /// Close the owner's window and publish the new size in one 8-byte store (Size at 0, Busy at 4, so the high half
+    /// writes Busy = 0): one store instead of two on each fast path, and a drainer that sees Busy == 0 sees the size
+    /// written with it. A later 4-byte load of Size is still served by store forwarding (it starts at the same byte).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Close(int size) => Volatile.Write(ref Unsafe.As<int, long>(ref Size), (uint)size);
+
     /// <summary>The object array, right after the 16-byte header.</summary>
     public nint* Objects
     {
@@ -32,7 +40,10 @@ internal unsafe struct Sheaf
     }
 }
 
-/// <summary>One thread's sheaves, indexed by a cache's global sheaf slot (native; <c>Sheaves[Length]</c> follows the header).</summary>
+/// <summary>
+/// One thread's sheaves, indexed by a cache's global sheaf slot (native; <c>Sheaves[Length]</c> follows the header).
+/// Every table has <see cref="ThreadSheaves.MaxSlots"/> entries, so a fast path indexes it without a bounds check.
+/// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 16)]
 internal unsafe struct SheafTable
 {
@@ -65,10 +76,17 @@ internal static unsafe class ThreadSheaves
     /// keeps the refill/flush batch (half a sheaf, 16) at the size kmem_cache_alloc_bulk callers use.
     /// </summary>
     public const int MaxCapacity = 32;
+
+    /// <summary>
+    /// Sheaf slots in the process (every thread's table has this many entries: 16 KiB). Slot 0 never has a sheaf:
+    /// it is the slot of caches without sheaves (debug caches, or every slot taken), so the fast paths need no
+    /// separate test for them. Slots are process-wide because several machines may live in one process.
+    /// </summary>
+    public const int MaxSlots = 2048;
     private const int SheafBytes = 16 + MaxCapacity * 8 + 48; // header + slots, rounded to 64-byte lines (320)
 
     private static readonly Lock s_lock = new();
-    private static KmemCache?[] s_slots = new KmemCache?[64];
+    private static readonly KmemCache?[] s_slots = new KmemCache?[MaxSlots];
     private static readonly List<nint> s_tables = new();
 
     [ThreadStatic] private static SheafTable* t_table;
@@ -88,35 +106,35 @@ internal static unsafe class ThreadSheaves
         get => t_table;
     }
 
-    /// <summary>The sheaf for <paramref name="slot"/> in <paramref name="t"/> (the calling thread's <see cref="Table"/>), or null.</summary>
+    /// <summary>
+    /// The sheaf for <paramref name="slot"/> (0 &lt;= slot &lt; <see cref="MaxSlots"/>, as every cache's slot is) in
+    /// <paramref name="t"/> (the calling thread's <see cref="Table"/>), or null.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Sheaf* In(SheafTable* t, int slot) =>
-        t != null && (uint)slot < (uint)t->Length ? t->Sheaves[slot] : null;
+    public static Sheaf* In(SheafTable* t, int slot)
+    {
+        Debug.Assert((uint)slot < MaxSlots);
+        return t != null ? t->Sheaves[(uint)slot] : null;
+    }
 
-    /// <summary>The calling thread's sheaf for <paramref name="slot"/>, created (and the thread registered) if needed.</summary>
+    /// <summary>The calling thread's sheaf for <paramref name="slot"/> (not 0), created (and the thread registered) if needed.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static Sheaf* GetOrCreate(int slot)
     {
+        Debug.Assert(slot > 0 && slot < MaxSlots);
         Sheaf* sh = Current(slot);
         if (sh != null) return sh;
         lock (s_lock)
         {
             SheafTable* t = t_table;
-            if (t == null || t->Length <= slot)
+            if (t == null)
             {
-                int length = Math.Max(s_slots.Length, slot + 1);
-                var grown = (SheafTable*)NativeMemory.AllocZeroed((nuint)(16 + length * sizeof(Sheaf*)));
-                grown->Length = length;
-                grown->ThreadId = Environment.CurrentManagedThreadId;
-                if (t != null)
-                {
-                    for (int i = 0; i < t->Length; i++) grown->Sheaves[i] = t->Sheaves[i];
-                    s_tables.Remove((nint)t);
-                    NativeMemory.Free(t);
-                }
-                s_tables.Add((nint)grown);
-                t_table = t = grown;
-                (t_owner ??= new TableOwner()).Table = grown;
+                t = (SheafTable*)NativeMemory.AllocZeroed((nuint)(16 + MaxSlots * sizeof(Sheaf*)));
+                t->Length = MaxSlots;
+                t->ThreadId = Environment.CurrentManagedThreadId;
+                s_tables.Add((nint)t);
+                t_table = t;
+                (t_owner ??= new TableOwner()).Table = t;
             }
             sh = (Sheaf*)NativeMemory.AlignedAlloc(SheafBytes, 64);
             NativeMemory.Clear(sh, SheafBytes);
@@ -125,17 +143,13 @@ internal static unsafe class ThreadSheaves
         }
     }
 
-    /// <summary>A free global slot for <paramref name="cache"/>.</summary>
+    /// <summary>A free global slot for <paramref name="cache"/>, or 0 (no sheaves) when all are taken.</summary>
     public static int Register(KmemCache cache)
     {
         lock (s_lock)
         {
-            int slot = Array.IndexOf(s_slots, null);
-            if (slot < 0)
-            {
-                slot = s_slots.Length;
-                Array.Resize(ref s_slots, s_slots.Length * 2);
-            }
+            int slot = Array.IndexOf(s_slots, null, 1);
+            if (slot < 0) return 0;
             s_slots[slot] = cache;
             return slot;
         }
@@ -144,6 +158,7 @@ internal static unsafe class ThreadSheaves
     /// <summary>Release a slot: every thread's sheaf for it is emptied (objects dropped: the cache is gone).</summary>
     public static void Unregister(int slot)
     {
+        Debug.Assert(slot > 0);
         lock (s_lock)
         {
             DrainLocked(slot, null);
@@ -227,7 +242,7 @@ internal static unsafe class ThreadSheaves
                 Sheaf* sh = t->Sheaves[slot];
                 if (sh == null) continue;
                 // The owner is gone: no window can be open. A live cache in the slot owns the objects.
-                if (sh->Size != 0 && slot < s_slots.Length && s_slots[slot] is { } cache) cache.FlushToCpu(sh->Objects, sh->Size);
+                if (sh->Size != 0 && s_slots[slot] is { } cache) cache.FlushToCpu(sh->Objects, sh->Size);
                 NativeMemory.AlignedFree(sh);
             }
             NativeMemory.Free(t);

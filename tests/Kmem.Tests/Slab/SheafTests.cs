@@ -136,6 +136,38 @@ public unsafe class SheafTests
     }
 
     [Fact]
+    public void BulkFreeStopsAtABadPointerHavingFreedTheObjectsBeforeIt()
+    {
+        using var m = SlabTestUtil.Boot();
+        var c = m.Slab.CreateCache("bulkbad", 48, 0, SlabFlags.NoMerge)!;
+        var other = m.Slab.CreateCache("bulkother", 48, 0, SlabFlags.NoMerge)!;
+        // More than a slab's worth, so the batch crosses slabs and overflows the sheaf on its way.
+        var objs = new nint[3 * c.ObjectsPerSlab];
+        Assert.Equal(objs.Length, c.AllocBulk(G.Kernel, objs));
+        nint foreign = (nint)other.Alloc(G.Kernel);
+
+        // A pointer into the middle of an object: the objects before it are freed, it and those after are not.
+        int cut = objs.Length / 2;
+        nint[] withMiddle = [.. objs[..cut], objs[cut] + 8, .. objs[cut..]];
+        var e = Assert.Throws<SlabException>(() => c.FreeBulk(withMiddle));
+        Assert.Contains("Invalid object pointer", e.Report);
+        Assert.Equal(objs.Length - cut, c.LiveObjects);
+
+        // An object of another cache is refused, and nothing of the batch after it was taken.
+        nint[] withForeign = [objs[cut], foreign, objs[cut + 1]];
+        Assert.Throws<SlabException>(() => c.FreeBulk(withForeign));
+        Assert.Equal(objs.Length - cut - 1, c.LiveObjects);
+        Assert.Equal(1, other.LiveObjects);
+
+        c.FreeBulk(objs.AsSpan(cut + 1));
+        Assert.Equal(0, c.LiveObjects);
+        other.Free((void*)foreign);
+        m.Slab.DestroyCache(c);
+        m.Slab.DestroyCache(other);
+        SlabTestUtil.AssertAllPagesBack(m);
+    }
+
+    [Fact]
     public void DrainsRacingWithAnOwnerLoseNothing()
     {
         using var m = SlabTestUtil.Boot();
