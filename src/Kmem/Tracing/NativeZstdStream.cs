@@ -125,7 +125,7 @@ internal sealed class ZstdDStreamHandle : SafeHandleZeroOrMinusOneIsInvalid
 /// into the caller's buffer. Corrupt data throws <see cref="IOException"/> with zstd's reason; input that ends inside
 /// a frame throws <see cref="EndOfStreamException"/> ("Premature end of stream", as ZstdSharp says).
 /// </summary>
-internal sealed unsafe class NativeZstdStream : Stream
+internal sealed unsafe class NativeZstdStream : ReadOnlyStream
 {
     private readonly Stream _inner;
     private readonly ZstdDStreamHandle _ds;
@@ -198,14 +198,4 @@ internal sealed unsafe class NativeZstdStream : Stream
         }
         base.Dispose(disposing);
     }
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }

@@ -14,7 +14,7 @@ namespace Kmem.Tracing;
 /// the <c>Headroom</c> in front of the chunk's data. The parse thread is the replay's bottleneck, and the copy of
 /// every decompressed byte into the reader's own buffer was ~6% of it.
 /// </remarks>
-internal sealed class ReadAheadStream : Stream
+internal sealed class ReadAheadStream : ReadOnlyStream
 {
     // 4 x 1 MiB: two being filled/queued while one is consumed; enough to ride out scheduling jitter.
     private const int ChunkCount = 4;
@@ -184,14 +184,4 @@ internal sealed class ReadAheadStream : Stream
         }
         base.Dispose(disposing);
     }
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
