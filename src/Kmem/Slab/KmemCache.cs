@@ -159,7 +159,7 @@ public sealed unsafe class KmemCache
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private nint SlabBase(PageFrame* slab) => (nint)(_window + (((nint)slab - (nint)_mapBase) << (ArchProfile.PageShift - 6)));
+    private nint SlabBase(PageFrame* slab) => SlabBase(_window, _mapBase, slab);
 
     // =====================================================================================================
     // Allocation
@@ -477,10 +477,20 @@ public sealed unsafe class KmemCache
         PageFrame* mapBase = _mapBase;
         nuint at = (nuint)((byte*)x - window); // virt_to_page on cached fields
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
-        PageFrame* page = mapBase + (at >> ArchProfile.PageShift);
-        if ((page->Flags & PageFlags.Tail) != 0) page = mapBase + page->CompoundHead;
+        PageFrame* page = HeadPage(mapBase, at);
         if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
         FreeObject(page, (nint)x, SlabBase(window, mapBase, page), t, _slot);
+    }
+
+    /// <summary>
+    /// virt_to_page then compound_head for a direct-map offset already checked against the direct map's size, on
+    /// mem_map as the free paths hold it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static PageFrame* HeadPage(PageFrame* mapBase, nuint at)
+    {
+        PageFrame* page = mapBase + (at >> ArchProfile.PageShift);
+        return (page->Flags & PageFlags.Tail) != 0 ? mapBase + page->CompoundHead : page;
     }
 
     /// <summary>page_address of a slab's head page, from the direct map base and mem_map (as the free paths hold them).</summary>
@@ -610,11 +620,7 @@ public sealed unsafe class KmemCache
 
     /// <summary>The slab (head page) of an object known to be in one of this cache's slabs.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private PageFrame* SlabOf(nint x)
-    {
-        PageFrame* page = _mapBase + ((nuint)((byte*)x - _window) >> ArchProfile.PageShift);
-        return (page->Flags & PageFlags.Tail) != 0 ? _mapBase + page->CompoundHead : page;
-    }
+    private PageFrame* SlabOf(nint x) => HeadPage(_mapBase, (nuint)((byte*)x - _window));
 
     /// <summary>
     /// Give free objects (validated, free-marked: from a sheaf) back to the CPU layer: runs in the CPU slab are pushed
@@ -1077,8 +1083,7 @@ public sealed unsafe class KmemCache
             nint x = Unsafe.Add(ref objs, i);
             nuint at = (nuint)((byte*)x - window);
             if (at >= _directBytes) return i;
-            PageFrame* slab = mapBase + (at >> ArchProfile.PageShift);
-            if ((slab->Flags & PageFlags.Tail) != 0) slab = mapBase + slab->CompoundHead;
+            PageFrame* slab = HeadPage(mapBase, at);
             if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id) return i;
             nint objBase = SlabBase(window, mapBase, slab) + _bias;
             nuint span = (nuint)(slab->Objects * _size);

@@ -483,8 +483,7 @@ public sealed unsafe class SlabAllocator : IDisposable
         PageFrame* page = null;
         if (at < _directBytes)
         {
-            page = mapBase + (at >> ArchProfile.PageShift);
-            if ((page->Flags & PageFlags.Tail) != 0) page = mapBase + page->CompoundHead;
+            page = KmemCache.HeadPage(mapBase, at);
             // A slab page's SlabCache is always a live cache id (< MaxCaches): masked instead of bounds-checked.
             if ((page->Flags & PageFlags.Slab) != 0
                 && Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), page->SlabCache & (MaxCaches - 1)) is { } s)
