@@ -484,6 +484,43 @@ internal sealed class FtraceLineParser
 
     private static bool TryParseTimestamp(ReadOnlySpan<byte> s, out long us)
     {
+        // The usual shape in one pass: 1-12 second digits, '.', 1-9 fraction digits (at most 10^12 s, so no
+        // overflow checks). Anything else (no fraction, a sign, more digits) goes the general way below.
+        long sec = 0;
+        int i = 0;
+        for (; (uint)i < (uint)s.Length && i < 13; i++)
+        {
+            uint d = (uint)(s[i] - '0');
+            if (d > 9)
+                break;
+            sec = sec * 10 + d;
+        }
+        int fracDigits = s.Length - i - 1;
+        if (i is >= 1 and <= 12 && fracDigits is >= 1 and <= 9 && s[i] == (byte)'.')
+        {
+            long frac = 0;
+            uint bad = 0;
+            for (int k = i + 1; k < s.Length; k++)
+            {
+                uint d = (uint)(s[k] - '0');
+                bad |= d > 9 ? 1u : 0u;
+                frac = frac * 10 + d;
+            }
+            if (bad != 0)
+            {
+                us = 0;
+                return false;
+            }
+            us = sec * 1_000_000 + frac * Pow10[6 - Math.Min(fracDigits, 6)] / Pow10[Math.Max(fracDigits - 6, 0)];
+            return true;
+        }
+        return TryParseTimestampGeneral(s, out us);
+    }
+
+    private static readonly long[] Pow10 = [1, 10, 100, 1000, 10_000, 100_000, 1_000_000];
+
+    private static bool TryParseTimestampGeneral(ReadOnlySpan<byte> s, out long us)
+    {
         // "%5lu.%06lu" seconds.microseconds; accept any number of fraction digits (ns clocks print 9).
         us = 0;
         int dot = s.IndexOf((byte)'.');
@@ -896,6 +933,8 @@ internal sealed class FtraceLineParser
 
     private static bool TryParseHexDigits(ReadOnlySpan<byte> s, out ulong value)
     {
+        if (s.Length == 16 && Vector128.IsHardwareAccelerated)
+            return TryParseHex16(s, out value);
         value = 0;
         if (s.IsEmpty || s.Length > 16)
             return false;
@@ -913,6 +952,38 @@ internal sealed class FtraceLineParser
             return false;
         value = v;
         return true;
+    }
+
+    // Exactly 16 hex digits (what %p prints on 64-bit) in one vector: validate all, map to nibbles, then pack the
+    // nibble bytes pairwise into a big-endian value with shifts and masks.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryParseHex16(ReadOnlySpan<byte> s, out ulong value)
+    {
+        Vector128<byte> v = Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(s));
+        Vector128<byte> digit = v - Vector128.Create((byte)'0');
+        Vector128<byte> letter = (v | Vector128.Create((byte)0x20)) - Vector128.Create((byte)'a');
+        Vector128<byte> isDigit = Vector128.LessThanOrEqual(digit, Vector128.Create((byte)9));
+        Vector128<byte> isLetter = Vector128.LessThanOrEqual(letter, Vector128.Create((byte)5));
+        if ((isDigit | isLetter).ExtractMostSignificantBits() != 0xFFFF)
+        {
+            value = 0;
+            return false;
+        }
+        Vector128<byte> nibbles = Vector128.ConditionalSelect(isDigit, digit, letter + Vector128.Create((byte)10));
+        value = ((ulong)PackNibbles(nibbles.AsUInt64().GetElement(0)) << 32) | PackNibbles(nibbles.AsUInt64().GetElement(1));
+        return true;
+    }
+
+    // 8 nibble bytes, the first (lowest-addressed) the most significant, to a 32-bit value.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint PackNibbles(ulong n)
+    {
+        if (!BitConverter.IsLittleEndian)
+            n = BinaryPrimitives.ReverseEndianness(n);
+        ulong t = ((n & 0x00FF00FF00FF00FFUL) << 4) | ((n >> 8) & 0x00FF00FF00FF00FFUL); // byte pairs in 16-bit lanes
+        t = (t | (t >> 8)) & 0x0000FFFF0000FFFFUL;
+        t = (t | (t >> 16)) & 0xFFFFFFFFUL;                                              // 4 bytes, first pair lowest
+        return BinaryPrimitives.ReverseEndianness((uint)t);
     }
 
     /// <summary>Unsigned decimal, or hex with a 0x prefix (pfn= is 0x%lx in 6.x, %lu before).</summary>
