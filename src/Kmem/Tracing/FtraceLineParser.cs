@@ -45,13 +45,6 @@ internal sealed class FtraceLineParser
     private int _lastCommLength = -1;
     private int _lastCommId;
 
-    // Bit i set = line[i] is a space, for the current line, built in one vectorized pass (BuildSpaceMask) so that
-    // finding each token's end is a TrailingZeroCount instead of a byte loop with a mispredicted exit per token.
-    // Lines longer than MaxMaskedLength (never seen in real traces: ~160 bytes) fall back to scalar scans.
-    private const int MaxMaskedLength = 512;
-    private readonly ulong[] _spaces = new ulong[MaxMaskedLength / 64];
-    private int _maskWords; // 0 = no mask for this line
-
     public FtraceLineParser(TraceStringTable strings) => _strings = strings;
 
     /// <summary>Why the last <see cref="LineKind.Malformed"/> line was rejected.</summary>
@@ -69,10 +62,9 @@ internal sealed class FtraceLineParser
         int i = SkipSpaces(line, 0);
         if (i == line.Length || line[i] == (byte)'#')
             return LineKind.Comment;
-        _maskWords = line.Length <= MaxMaskedLength ? BuildSpaceMask(line) : 0;
 
         // --- "comm-pid [cpu]": anchor on " [digits]".
-        int bracket = _maskWords != 0 ? FindCpuColumnMasked(line, i, out int cpu, out int pos) : FindCpuColumn(line, i, out cpu, out pos);
+        int bracket = FindCpuColumn(line, i, out int cpu, out int pos);
         if (bracket < 0)
             return IsLostNotice(line[i..]) ? LineKind.Lost : Fail(Errors.NoCpuColumn);
         ev.Cpu = cpu;
@@ -92,13 +84,13 @@ internal sealed class FtraceLineParser
 
         // --- Flags column (absent without the irq-info option), then "secs.usecs:".
         pos = SkipSpaces(line, pos);
-        ReadOnlySpan<byte> token = NextTokenMasked(line, ref pos);
+        ReadOnlySpan<byte> token = NextTokenVector(line, ref pos);
         if (token.IsEmpty || token[^1] != (byte)':')
         {
             if (!TryDecodeFlags(token, ref ev))
                 return Fail(Errors.BadFlags);
             pos = SkipSpaces(line, pos);
-            token = NextTokenMasked(line, ref pos);
+            token = NextTokenVector(line, ref pos);
         }
         if (token.IsEmpty || token[^1] != (byte)':' || !TryParseTimestamp(token[..^1], out long us))
             return Fail(Errors.BadTimestamp);
@@ -106,7 +98,7 @@ internal sealed class FtraceLineParser
 
         // --- "event:" then the fields.
         pos = SkipSpaces(line, pos);
-        token = NextTokenMasked(line, ref pos);
+        token = NextTokenVector(line, ref pos);
         if (token.Length < 2 || token[^1] != (byte)':')
             return Fail(Errors.NoEventName);
         EventKind kind = ClassifyEvent(token[..^1]);
@@ -366,27 +358,6 @@ internal sealed class FtraceLineParser
 
     // ------------------------------------------------------------------ header pieces
 
-    // FindCpuColumn over the space mask: the candidates for " [" are the line's spaces, a few per header, so this
-    // visits them directly instead of calling a vectorized two-byte IndexOf per line.
-    private int FindCpuColumnMasked(ReadOnlySpan<byte> line, int from, out int cpu, out int after)
-    {
-        for (int w = from >> 6; w < _maskWords; w++)
-        {
-            ulong bits = _spaces[w];
-            if (w == from >> 6)
-                bits &= ulong.MaxValue << (from & 63);
-            for (; bits != 0; bits &= bits - 1)
-            {
-                int sp = (w << 6) + BitOperations.TrailingZeroCount(bits);
-                if ((uint)(sp + 1) < (uint)line.Length && line[sp + 1] == (byte)'[' && TryCpuDigits(line, sp + 2, out cpu, out after))
-                    return sp;
-            }
-        }
-        cpu = 0;
-        after = 0;
-        return -1;
-    }
-
     // "digits]" at start (at most 6 digits): the cpu number and the index after ']'.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool TryCpuDigits(ReadOnlySpan<byte> line, int start, out int cpu, out int after)
@@ -400,26 +371,20 @@ internal sealed class FtraceLineParser
         return j > start && j < line.Length && line[j] == (byte)']';
     }
 
+    // The first " [digits]" at or after from: the space before the bracket, the cpu, the index after ']'. A comm
+    // rarely holds '[', so this is usually one single-byte IndexOf.
     private static int FindCpuColumn(ReadOnlySpan<byte> line, int from, out int cpu, out int after)
     {
         int search = from;
-        while (true)
+        while (search < line.Length)
         {
-            int k = line[search..].IndexOf(" ["u8);
+            int k = line[search..].IndexOf((byte)'[');
             if (k < 0)
                 break;
-            int start = search + k + 2;
-            int j = start;
-            int value = 0;
-            while (j < line.Length && j - start < 6 && (uint)(line[j] - '0') <= 9)
-                value = value * 10 + (line[j++] - '0');
-            if (j > start && j < line.Length && line[j] == (byte)']')
-            {
-                cpu = value;
-                after = j + 1;
-                return search + k;
-            }
-            search = start - 1;
+            int b = search + k;
+            if (b > from && line[b - 1] == (byte)' ' && TryCpuDigits(line, b + 1, out cpu, out after))
+                return b - 1;
+            search = b + 1;
         }
         cpu = 0;
         after = 0;
@@ -760,94 +725,37 @@ internal sealed class FtraceLineParser
 
     // ------------------------------------------------------------------ tokens and numbers
 
-    /// <summary>Fills <see cref="_spaces"/> for <paramref name="line"/> (at most MaxMaskedLength bytes); returns its words.</summary>
-    [SkipLocalsInit]
-    private int BuildSpaceMask(ReadOnlySpan<byte> line)
+    /// <summary>Index of the first space at or after <paramref name="pos"/> (at most the length), or the length.</summary>
+    // 16 bytes per step (values are 1-40 bytes, so one or two steps); the last partial block as an overlapping load
+    // of the line's final 16 bytes with the bytes before pos shifted out. Only lines under 16 bytes scan bytes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int NextSpace(ReadOnlySpan<byte> line, int pos)
     {
         int n = line.Length;
-        int words = (n + 63) >> 6;
-        ulong[] m = _spaces;
-        ref byte r = ref MemoryMarshal.GetReference(line);
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
+        if (Vector128.IsHardwareAccelerated && n >= 16)
         {
-            Vector256<byte> sp = Vector256.Create((byte)' ');
-            for (; i + 32 <= n; i += 32)
+            ref byte r = ref MemoryMarshal.GetReference(line);
+            Vector128<byte> sp = Vector128.Create((byte)' ');
+            for (; pos <= n - 16; pos += 16)
             {
-                ulong bits = Vector256.Equals(Vector256.LoadUnsafe(ref r, (nuint)i), sp).ExtractMostSignificantBits();
-                if ((i & 63) == 0) m[i >> 6] = bits;
-                else m[i >> 6] |= bits << 32;
+                uint bits = Vector128.Equals(Vector128.LoadUnsafe(ref r, (nuint)pos), sp).ExtractMostSignificantBits();
+                if (bits != 0)
+                    return pos + BitOperations.TrailingZeroCount(bits);
             }
-            if (i < n)
-            {
-                ulong bits;
-                if (n >= 32)
-                {
-                    // The tail as the line's last 32 bytes, overlapping bytes already done; shifting drops those.
-                    bits = Vector256.Equals(Vector256.LoadUnsafe(ref r, (nuint)(n - 32)), sp).ExtractMostSignificantBits();
-                    bits >>= 32 - (n - i);
-                }
-                else
-                {
-                    // A line shorter than one vector, through a zero-padded copy.
-                    Span<byte> tail = stackalloc byte[32];
-                    tail.Clear();
-                    line.CopyTo(tail);
-                    bits = Vector256.Equals(Vector256.Create<byte>(tail), sp).ExtractMostSignificantBits();
-                }
-                if ((i & 63) == 0) m[i >> 6] = bits;
-                else m[i >> 6] |= bits << 32;
-            }
-            return words;
+            if (pos >= n)
+                return n;
+            uint tail = Vector128.Equals(Vector128.LoadUnsafe(ref r, (nuint)(n - 16)), sp).ExtractMostSignificantBits();
+            tail >>= pos - (n - 16);
+            return tail != 0 ? pos + BitOperations.TrailingZeroCount(tail) : n;
         }
-        Vector128<byte> sp16 = Vector128.Create((byte)' ');
-        Span<byte> tail16 = stackalloc byte[16];
-        for (; i < n; i += 16)
-        {
-            ulong bits;
-            if (i + 16 <= n)
-            {
-                bits = Vector128.Equals(Vector128.LoadUnsafe(ref r, (nuint)i), sp16).ExtractMostSignificantBits();
-            }
-            else
-            {
-                tail16.Clear();
-                line[i..].CopyTo(tail16);
-                bits = Vector128.Equals(Vector128.Create<byte>(tail16), sp16).ExtractMostSignificantBits();
-            }
-            if ((i & 63) == 0) m[i >> 6] = bits;
-            else m[i >> 6] |= bits << (i & 63);
-        }
-        return words;
+        while ((uint)pos < (uint)n && line[pos] != (byte)' ')
+            pos++;
+        return pos;
     }
 
-    /// <summary>Index of the first space at or after <paramref name="pos"/> in the current line, or its length.</summary>
+    // NextToken with a vectorized space search (header tokens and field values are mostly 5-40 bytes).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int NextSpace(ReadOnlySpan<byte> line, int pos)
-    {
-        if (_maskWords != 0)
-        {
-            int w = pos >> 6;
-            if (w >= _maskWords)
-                return line.Length;
-            ulong bits = _spaces[w] & (ulong.MaxValue << (pos & 63));
-            while (bits == 0)
-            {
-                if (++w >= _maskWords)
-                    return line.Length;
-                bits = _spaces[w];
-            }
-            return (w << 6) + BitOperations.TrailingZeroCount(bits);
-        }
-        int i = pos;
-        while ((uint)i < (uint)line.Length && line[i] != (byte)' ')
-            i++;
-        return i;
-    }
-
-    // NextToken over the whole current line, using the space mask.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ReadOnlySpan<byte> NextTokenMasked(ReadOnlySpan<byte> line, scoped ref int pos)
+    private static ReadOnlySpan<byte> NextTokenVector(ReadOnlySpan<byte> line, scoped ref int pos)
     {
         int start = pos;
         int i = NextSpace(line, start);

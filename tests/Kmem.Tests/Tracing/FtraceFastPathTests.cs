@@ -100,4 +100,62 @@ public class FtraceFastPathTests
     [Fact]
     public void Pointer_longer_than_16_digits_is_rejected() =>
         Assert.False(FtraceLineParser.TryParsePointer("00000000000000000"u8, out _));
+
+    private static (TraceEvent Event, FtraceReader Reader) Read(string line)
+    {
+        var reader = new FtraceReader(new MemoryStream(Encoding.ASCII.GetBytes(line + "\n")), "t.trace",
+            TraceCompression.None, FtraceReaderOptions.Lenient);
+        Assert.True(reader.TryRead(out TraceEvent ev), "no event: " + string.Join("; ", reader.MalformedSamples.Select(m => m.Reason)));
+        return (ev, reader);
+    }
+
+    [Theory]
+    [InlineData("kworker/u8:1 [x]", 7, 42)]      // '[' in the comm, not followed by digits
+    [InlineData("a [1 b", 7, 42)]                // " [digits" without ']'
+    [InlineData("[00]", 7, 42)]                  // "[digits]" not preceded by a space
+    public void Cpu_column_is_the_first_space_bracket_digits_bracket(string comm, int cpu, int pid)
+    {
+        var (ev, r) = Read($"{comm}-{pid}    [{cpu:D3}] .....  5871.743967: kfree: call_site=f+0x1/0x2 ptr=00000000f7868b41");
+        Assert.Equal((comm, pid, cpu), (r.Strings[ev.CommId], ev.Pid, ev.Cpu));
+    }
+
+    // " [digits]" inside the comm is taken as the cpu column (the first one wins), leaving "x" without a pid.
+    [Fact]
+    public void Comm_with_cpu_like_column_is_malformed()
+    {
+        var reader = new FtraceReader(new MemoryStream(Encoding.ASCII.GetBytes(
+            "x [12]y-42    [007] .....  5871.743967: kfree: call_site=f+0x1/0x2 ptr=00000000f7868b41\n")), "t.trace",
+            TraceCompression.None, FtraceReaderOptions.Lenient);
+        Assert.False(reader.TryRead(out _));
+        Assert.Equal("bad task-pid column", reader.MalformedSamples[0].Reason);
+    }
+
+    // Field values ending at every offset relative to the 16-byte blocks of the space search, including the line's
+    // last bytes (the overlapping tail load) and lines shorter than one block.
+    [Fact]
+    public void Values_of_every_length_end_where_the_space_is()
+    {
+        for (int len = 1; len <= 40; len++)
+        {
+            string site = new string('s', len);
+            var (ev, r) = Read($"bash-5535 [000] ..... 1.5: kfree: call_site={site} ptr=00000000f7868b41");
+            Assert.Equal(site, r.Strings[ev.CallSiteId]);
+            Assert.Equal(0xf7868b41UL, ev.Ptr);
+            (ev, r) = Read($"bash-5535 [000] ..... 1.5: kmem_cache_free: call_site=f+0x1/0x2 ptr=1 name={site}");
+            Assert.Equal(site, r.Strings[ev.CacheNameId]);
+            (ev, r) = Read($"bash-5535 [000] ..... 1.5: kmem_cache_free: call_site=f+0x1/0x2 ptr=1 name={site} ");
+            Assert.Equal(site, r.Strings[ev.CacheNameId]);
+        }
+    }
+
+    [Fact]
+    public void Short_and_long_lines()
+    {
+        var (ev, r) = Read("a-1 [0] ....  1: kfree: ptr=1 call_site=f"); // shorter than the usual 16-byte steps
+        Assert.Equal(("a", 1, 1UL), (r.Strings[ev.CommId], ev.Pid, ev.Ptr));
+        string longSite = new string('q', 700); // well over the old 512-byte space-mask limit
+        (ev, r) = Read($"bash-5535 [000] ..... 1.5: kfree: call_site={longSite} ptr=00000000f7868b41");
+        Assert.Equal(longSite, r.Strings[ev.CallSiteId]);
+        Assert.Equal(0xf7868b41UL, ev.Ptr);
+    }
 }
