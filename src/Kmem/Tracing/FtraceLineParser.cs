@@ -76,8 +76,24 @@ internal sealed class FtraceLineParser
                 return Fail(Errors.BadTaskPid);
             commPid = commPid[..open].TrimEnd((byte)' ');
         }
-        int dash = commPid.LastIndexOf((byte)'-');
-        if (dash < 0 || !TryParseInt(commPid[(dash + 1)..], out long pid) || pid < 0 || pid > int.MaxValue)
+        // The pid is the digits after the last dash: read backwards, they end at that dash (else the general way).
+        int dash = commPid.Length;
+        long pid = 0;
+        while (dash > 0 && commPid.Length - dash < 10 && (uint)(commPid[dash - 1] - '0') <= 9)
+            dash--;
+        if (dash > 0 && dash < commPid.Length && commPid[dash - 1] == (byte)'-')
+        {
+            for (int k = dash; k < commPid.Length; k++)
+                pid = pid * 10 + (commPid[k] - '0');
+            dash--;
+        }
+        else
+        {
+            dash = commPid.LastIndexOf((byte)'-');
+            if (dash < 0 || !TryParseInt(commPid[(dash + 1)..], out pid))
+                return Fail(Errors.BadTaskPid);
+        }
+        if (pid < 0 || pid > int.MaxValue)
             return Fail(Errors.BadTaskPid);
         ev.Pid = (int)pid;
         ev.CommId = InternComm(commPid[..dash]);

@@ -158,4 +158,34 @@ public class FtraceFastPathTests
         Assert.Equal(longSite, r.Strings[ev.CallSiteId]);
         Assert.Equal(0xf7868b41UL, ev.Ptr);
     }
+
+    [Theory]
+    [InlineData("bash-5535", "bash", 5535)]
+    [InlineData("a-b-c-7", "a-b-c", 7)]
+    [InlineData("x--5", "x-", 5)]
+    [InlineData("my comm-0", "my comm", 0)]
+    [InlineData("kworker/0:1-2147483647", "kworker/0:1", int.MaxValue)] // 10 digits: the backward scan's limit
+    [InlineData("-42", "", 42)]
+    [InlineData("t-0000000042", "t", 42)]                               // 10 digits with leading zeros
+    [InlineData("t-00000000042", "t", 42)]                              // 11: general path
+    public void Task_pid_column(string commPid, string comm, int pid)
+    {
+        var (ev, r) = Read($"{commPid}    [001] .....  1.5: kfree: call_site=f ptr=1");
+        Assert.Equal((comm, pid), (r.Strings[ev.CommId], ev.Pid));
+    }
+
+    [Theory]
+    [InlineData("t-2147483648")] // int.MaxValue + 1
+    [InlineData("t-99999999999")]
+    [InlineData("t-5x")]
+    [InlineData("t-")]
+    [InlineData("t5")]
+    [InlineData("t--5x")]
+    public void Task_pid_column_rejects(string commPid)
+    {
+        var reader = new FtraceReader(new MemoryStream(Encoding.ASCII.GetBytes($"{commPid}    [001] .....  1.5: kfree: call_site=f ptr=1\n")),
+            "t.trace", TraceCompression.None, FtraceReaderOptions.Lenient);
+        Assert.False(reader.TryRead(out _));
+        Assert.Equal("bad task-pid column", reader.MalformedSamples[0].Reason);
+    }
 }
