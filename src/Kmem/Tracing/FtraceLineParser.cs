@@ -68,7 +68,7 @@ internal sealed class FtraceLineParser
         if (bracket < 0)
             return IsLostNotice(line[i..]) ? LineKind.Lost : Fail(Errors.NoCpuColumn);
         ev.Cpu = cpu;
-        ReadOnlySpan<byte> commPid = line[i..bracket].TrimEnd((byte)' ');
+        ReadOnlySpan<byte> commPid = line[i..TrimSpacesBefore(line, bracket)];
         if (!commPid.IsEmpty && commPid[^1] == (byte)')') // "(  tgid)" column of the record-tgid option
         {
             int open = commPid.LastIndexOf((byte)'(');
@@ -99,13 +99,13 @@ internal sealed class FtraceLineParser
         ev.CommId = InternComm(commPid[..dash]);
 
         // --- Flags column (absent without the irq-info option), then "secs.usecs:".
-        pos = SkipSpaces(line, pos);
+        pos = SkipSpacesVector(line, pos);
         ReadOnlySpan<byte> token = NextTokenVector(line, ref pos);
         if (token.IsEmpty || token[^1] != (byte)':')
         {
             if (!TryDecodeFlags(token, ref ev))
                 return Fail(Errors.BadFlags);
-            pos = SkipSpaces(line, pos);
+            pos = SkipSpacesVector(line, pos);
             token = NextTokenVector(line, ref pos);
         }
         if (token.IsEmpty || token[^1] != (byte)':' || !TryParseTimestamp(token[..^1], out long us))
@@ -113,7 +113,7 @@ internal sealed class FtraceLineParser
         ev.TimestampUs = us;
 
         // --- "event:" then the fields.
-        pos = SkipSpaces(line, pos);
+        pos = SkipSpacesVector(line, pos);
         token = NextTokenVector(line, ref pos);
         if (token.Length < 2 || token[^1] != (byte)':')
             return Fail(Errors.NoEventName);
@@ -784,6 +784,21 @@ internal sealed class FtraceLineParser
         int i = NextSpace(line, start);
         pos = i < line.Length ? i + 1 : i;
         return line[start..i];
+    }
+
+    // End of line[..end].TrimEnd(' ') for the pid's padding (0-6 spaces): the last non-space among the 16 bytes
+    // before end. Bytes before the line's first non-space are spaces, so the result never precedes it.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int TrimSpacesBefore(ReadOnlySpan<byte> line, int end)
+    {
+        if (Vector128.IsHardwareAccelerated && end >= 16 && end <= line.Length)
+        {
+            uint nonSpace = ~Vector128.Equals(Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(line), (nuint)(end - 16)),
+                Vector128.Create((byte)' ')).ExtractMostSignificantBits() & 0xFFFF;
+            if (nonSpace != 0)
+                return end - 16 + (32 - BitOperations.LeadingZeroCount(nonSpace));
+        }
+        return line[..end].TrimEnd((byte)' ').Length;
     }
 
     // SkipSpaces for the comm's right-aligning padding (0-15 spaces, a mispredicted loop exit per line if scalar).

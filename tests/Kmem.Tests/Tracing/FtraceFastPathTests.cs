@@ -188,4 +188,20 @@ public class FtraceFastPathTests
         Assert.False(reader.TryRead(out _));
         Assert.Equal("bad task-pid column", reader.MalformedSamples[0].Reason);
     }
+
+    // Leading padding (right-aligned comm), padding after the pid, and before the timestamp, each 0-20 spaces:
+    // across the 16-byte windows of the vector space skips.
+    [Fact]
+    public void Header_padding_of_every_width()
+    {
+        for (int lead = 0; lead <= 20; lead++)
+            for (int afterPid = 1; afterPid <= 20; afterPid++)
+                for (int beforeTs = 1; beforeTs <= 20; beforeTs += 3)
+                {
+                    string line = new string(' ', lead) + "b c-77" + new string(' ', afterPid) + "[003] d..1." +
+                        new string(' ', beforeTs) + "12.000034: kfree: call_site=f ptr=1";
+                    var (ev, r) = Read(line);
+                    Assert.Equal(("b c", 77, 3, 12_000034L, (byte)1), (r.Strings[ev.CommId], ev.Pid, ev.Cpu, ev.TimestampUs, ev.PreemptDepth));
+                }
+    }
 }
