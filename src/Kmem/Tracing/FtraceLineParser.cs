@@ -45,13 +45,6 @@ internal sealed class FtraceLineParser
     private int _lastCommLength = -1;
     private int _lastCommId;
 
-    // Bit i set = line[i] is a space, for the current line, built in one vectorized pass (BuildSpaceMask) so that
-    // finding each token's end is a TrailingZeroCount instead of a byte loop with a mispredicted exit per token.
-    // Lines longer than MaxMaskedLength (never seen in real traces: ~160 bytes) fall back to scalar scans.
-    private const int MaxMaskedLength = 512;
-    private readonly ulong[] _spaces = new ulong[MaxMaskedLength / 64];
-    private int _maskWords; // 0 = no mask for this line
-
     public FtraceLineParser(TraceStringTable strings) => _strings = strings;
 
     /// <summary>Why the last <see cref="LineKind.Malformed"/> line was rejected.</summary>
@@ -66,17 +59,16 @@ internal sealed class FtraceLineParser
         ev = default;
         if (!line.IsEmpty && line[^1] == (byte)'\r')
             line = line[..^1];
-        int i = SkipSpaces(line, 0);
+        int i = SkipSpacesVector(line, 0);
         if (i == line.Length || line[i] == (byte)'#')
             return LineKind.Comment;
-        _maskWords = line.Length <= MaxMaskedLength ? BuildSpaceMask(line) : 0;
 
         // --- "comm-pid [cpu]": anchor on " [digits]".
-        int bracket = _maskWords != 0 ? FindCpuColumnMasked(line, i, out int cpu, out int pos) : FindCpuColumn(line, i, out cpu, out pos);
+        int bracket = FindCpuColumn(line, i, out int cpu, out int pos);
         if (bracket < 0)
             return IsLostNotice(line[i..]) ? LineKind.Lost : Fail(Errors.NoCpuColumn);
         ev.Cpu = cpu;
-        ReadOnlySpan<byte> commPid = line[i..bracket].TrimEnd((byte)' ');
+        ReadOnlySpan<byte> commPid = line[i..TrimSpacesBefore(line, bracket)];
         if (!commPid.IsEmpty && commPid[^1] == (byte)')') // "(  tgid)" column of the record-tgid option
         {
             int open = commPid.LastIndexOf((byte)'(');
@@ -84,29 +76,45 @@ internal sealed class FtraceLineParser
                 return Fail(Errors.BadTaskPid);
             commPid = commPid[..open].TrimEnd((byte)' ');
         }
-        int dash = commPid.LastIndexOf((byte)'-');
-        if (dash < 0 || !TryParseInt(commPid[(dash + 1)..], out long pid) || pid < 0 || pid > int.MaxValue)
+        // The pid is the digits after the last dash: read backwards, they end at that dash (else the general way).
+        int dash = commPid.Length;
+        long pid = 0;
+        while (dash > 0 && commPid.Length - dash < 10 && (uint)(commPid[dash - 1] - '0') <= 9)
+            dash--;
+        if (dash > 0 && dash < commPid.Length && commPid[dash - 1] == (byte)'-')
+        {
+            for (int k = dash; k < commPid.Length; k++)
+                pid = pid * 10 + (commPid[k] - '0');
+            dash--;
+        }
+        else
+        {
+            dash = commPid.LastIndexOf((byte)'-');
+            if (dash < 0 || !TryParseInt(commPid[(dash + 1)..], out pid))
+                return Fail(Errors.BadTaskPid);
+        }
+        if (pid < 0 || pid > int.MaxValue)
             return Fail(Errors.BadTaskPid);
         ev.Pid = (int)pid;
         ev.CommId = InternComm(commPid[..dash]);
 
         // --- Flags column (absent without the irq-info option), then "secs.usecs:".
-        pos = SkipSpaces(line, pos);
-        ReadOnlySpan<byte> token = NextTokenMasked(line, ref pos);
+        pos = SkipSpacesVector(line, pos);
+        ReadOnlySpan<byte> token = NextTokenVector(line, ref pos);
         if (token.IsEmpty || token[^1] != (byte)':')
         {
             if (!TryDecodeFlags(token, ref ev))
                 return Fail(Errors.BadFlags);
-            pos = SkipSpaces(line, pos);
-            token = NextTokenMasked(line, ref pos);
+            pos = SkipSpacesVector(line, pos);
+            token = NextTokenVector(line, ref pos);
         }
         if (token.IsEmpty || token[^1] != (byte)':' || !TryParseTimestamp(token[..^1], out long us))
             return Fail(Errors.BadTimestamp);
         ev.TimestampUs = us;
 
         // --- "event:" then the fields.
-        pos = SkipSpaces(line, pos);
-        token = NextTokenMasked(line, ref pos);
+        pos = SkipSpacesVector(line, pos);
+        token = NextTokenVector(line, ref pos);
         if (token.Length < 2 || token[^1] != (byte)':')
             return Fail(Errors.NoEventName);
         EventKind kind = ClassifyEvent(token[..^1]);
@@ -127,8 +135,9 @@ internal sealed class FtraceLineParser
         FieldSpec[]? layout = Layouts[(int)ev.Kind];
         if (layout is not null)
         {
-            foreach (FieldSpec spec in layout)
+            for (int f = 0; f < layout.Length; f++)
             {
+                ref readonly FieldSpec spec = ref layout[f];
                 if (!spec.IsPrefixOf(fields, pos))
                     break;
                 int start = pos + spec.Key.Length;
@@ -366,27 +375,6 @@ internal sealed class FtraceLineParser
 
     // ------------------------------------------------------------------ header pieces
 
-    // FindCpuColumn over the space mask: the candidates for " [" are the line's spaces, a few per header, so this
-    // visits them directly instead of calling a vectorized two-byte IndexOf per line.
-    private int FindCpuColumnMasked(ReadOnlySpan<byte> line, int from, out int cpu, out int after)
-    {
-        for (int w = from >> 6; w < _maskWords; w++)
-        {
-            ulong bits = _spaces[w];
-            if (w == from >> 6)
-                bits &= ulong.MaxValue << (from & 63);
-            for (; bits != 0; bits &= bits - 1)
-            {
-                int sp = (w << 6) + BitOperations.TrailingZeroCount(bits);
-                if ((uint)(sp + 1) < (uint)line.Length && line[sp + 1] == (byte)'[' && TryCpuDigits(line, sp + 2, out cpu, out after))
-                    return sp;
-            }
-        }
-        cpu = 0;
-        after = 0;
-        return -1;
-    }
-
     // "digits]" at start (at most 6 digits): the cpu number and the index after ']'.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool TryCpuDigits(ReadOnlySpan<byte> line, int start, out int cpu, out int after)
@@ -400,26 +388,20 @@ internal sealed class FtraceLineParser
         return j > start && j < line.Length && line[j] == (byte)']';
     }
 
+    // The first " [digits]" at or after from: the space before the bracket, the cpu, the index after ']'. A comm
+    // rarely holds '[', so this is usually one single-byte IndexOf.
     private static int FindCpuColumn(ReadOnlySpan<byte> line, int from, out int cpu, out int after)
     {
         int search = from;
-        while (true)
+        while (search < line.Length)
         {
-            int k = line[search..].IndexOf(" ["u8);
+            int k = line[search..].IndexOf((byte)'[');
             if (k < 0)
                 break;
-            int start = search + k + 2;
-            int j = start;
-            int value = 0;
-            while (j < line.Length && j - start < 6 && (uint)(line[j] - '0') <= 9)
-                value = value * 10 + (line[j++] - '0');
-            if (j > start && j < line.Length && line[j] == (byte)']')
-            {
-                cpu = value;
-                after = j + 1;
-                return search + k;
-            }
-            search = start - 1;
+            int b = search + k;
+            if (b > from && line[b - 1] == (byte)' ' && TryCpuDigits(line, b + 1, out cpu, out after))
+                return b - 1;
+            search = b + 1;
         }
         cpu = 0;
         after = 0;
@@ -483,6 +465,49 @@ internal sealed class FtraceLineParser
     }
 
     private static bool TryParseTimestamp(ReadOnlySpan<byte> s, out long us)
+    {
+        // The usual shape in one pass: 1-12 second digits, '.', 1-9 fraction digits (at most 10^12 s, so no
+        // overflow checks). Anything else (no fraction, a sign, more digits) goes the general way below.
+        long sec = 0;
+        int i = 0;
+        for (; (uint)i < (uint)s.Length && i < 13; i++)
+        {
+            uint d = (uint)(s[i] - '0');
+            if (d > 9)
+                break;
+            sec = sec * 10 + d;
+        }
+        int fracDigits = s.Length - i - 1;
+        if (i is >= 1 and <= 12 && fracDigits is >= 1 and <= 9 && s[i] == (byte)'.')
+        {
+            long frac = 0;
+            uint bad = 0;
+            for (int k = i + 1; k < s.Length; k++)
+            {
+                uint d = (uint)(s[k] - '0');
+                bad |= d > 9 ? 1u : 0u;
+                frac = frac * 10 + d;
+            }
+            if (bad != 0)
+            {
+                us = 0;
+                return false;
+            }
+            // Microsecond clocks print 6 digits; scale the others (ns clocks: 9, truncated) without a division then.
+            us = sec * 1_000_000 + (fracDigits == 6 ? frac : ScaleFraction(frac, fracDigits));
+            return true;
+        }
+        return TryParseTimestampGeneral(s, out us);
+    }
+
+    private static readonly long[] Pow10 = [1, 10, 100, 1000, 10_000, 100_000, 1_000_000];
+
+    // A fraction of 1-9 digits to microseconds (truncating).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static long ScaleFraction(long frac, int digits) =>
+        digits <= 6 ? frac * Pow10[6 - digits] : frac / Pow10[digits - 6];
+
+    private static bool TryParseTimestampGeneral(ReadOnlySpan<byte> s, out long us)
     {
         // "%5lu.%06lu" seconds.microseconds; accept any number of fraction digits (ns clocks print 9).
         us = 0;
@@ -723,99 +748,72 @@ internal sealed class FtraceLineParser
 
     // ------------------------------------------------------------------ tokens and numbers
 
-    /// <summary>Fills <see cref="_spaces"/> for <paramref name="line"/> (at most MaxMaskedLength bytes); returns its words.</summary>
-    [SkipLocalsInit]
-    private int BuildSpaceMask(ReadOnlySpan<byte> line)
+    /// <summary>Index of the first space at or after <paramref name="pos"/> (at most the length), or the length.</summary>
+    // 16 bytes per step (values are 1-40 bytes, so one or two steps); the last partial block as an overlapping load
+    // of the line's final 16 bytes with the bytes before pos shifted out. Only lines under 16 bytes scan bytes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int NextSpace(ReadOnlySpan<byte> line, int pos)
     {
         int n = line.Length;
-        int words = (n + 63) >> 6;
-        ulong[] m = _spaces;
-        ref byte r = ref MemoryMarshal.GetReference(line);
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
+        if (Vector128.IsHardwareAccelerated && n >= 16)
         {
-            Vector256<byte> sp = Vector256.Create((byte)' ');
-            for (; i + 32 <= n; i += 32)
+            ref byte r = ref MemoryMarshal.GetReference(line);
+            Vector128<byte> sp = Vector128.Create((byte)' ');
+            for (; pos <= n - 16; pos += 16)
             {
-                ulong bits = Vector256.Equals(Vector256.LoadUnsafe(ref r, (nuint)i), sp).ExtractMostSignificantBits();
-                if ((i & 63) == 0) m[i >> 6] = bits;
-                else m[i >> 6] |= bits << 32;
+                uint bits = Vector128.Equals(Vector128.LoadUnsafe(ref r, (nuint)pos), sp).ExtractMostSignificantBits();
+                if (bits != 0)
+                    return pos + BitOperations.TrailingZeroCount(bits);
             }
-            if (i < n)
-            {
-                ulong bits;
-                if (n >= 32)
-                {
-                    // The tail as the line's last 32 bytes, overlapping bytes already done; shifting drops those.
-                    bits = Vector256.Equals(Vector256.LoadUnsafe(ref r, (nuint)(n - 32)), sp).ExtractMostSignificantBits();
-                    bits >>= 32 - (n - i);
-                }
-                else
-                {
-                    // A line shorter than one vector, through a zero-padded copy.
-                    Span<byte> tail = stackalloc byte[32];
-                    tail.Clear();
-                    line.CopyTo(tail);
-                    bits = Vector256.Equals(Vector256.Create<byte>(tail), sp).ExtractMostSignificantBits();
-                }
-                if ((i & 63) == 0) m[i >> 6] = bits;
-                else m[i >> 6] |= bits << 32;
-            }
-            return words;
+            if (pos >= n)
+                return n;
+            uint tail = Vector128.Equals(Vector128.LoadUnsafe(ref r, (nuint)(n - 16)), sp).ExtractMostSignificantBits();
+            tail >>= pos - (n - 16);
+            return tail != 0 ? pos + BitOperations.TrailingZeroCount(tail) : n;
         }
-        Vector128<byte> sp16 = Vector128.Create((byte)' ');
-        Span<byte> tail16 = stackalloc byte[16];
-        for (; i < n; i += 16)
-        {
-            ulong bits;
-            if (i + 16 <= n)
-            {
-                bits = Vector128.Equals(Vector128.LoadUnsafe(ref r, (nuint)i), sp16).ExtractMostSignificantBits();
-            }
-            else
-            {
-                tail16.Clear();
-                line[i..].CopyTo(tail16);
-                bits = Vector128.Equals(Vector128.Create<byte>(tail16), sp16).ExtractMostSignificantBits();
-            }
-            if ((i & 63) == 0) m[i >> 6] = bits;
-            else m[i >> 6] |= bits << (i & 63);
-        }
-        return words;
+        while ((uint)pos < (uint)n && line[pos] != (byte)' ')
+            pos++;
+        return pos;
     }
 
-    /// <summary>Index of the first space at or after <paramref name="pos"/> in the current line, or its length.</summary>
+    // NextToken with a vectorized space search (header tokens and field values are mostly 5-40 bytes).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int NextSpace(ReadOnlySpan<byte> line, int pos)
-    {
-        if (_maskWords != 0)
-        {
-            int w = pos >> 6;
-            if (w >= _maskWords)
-                return line.Length;
-            ulong bits = _spaces[w] & (ulong.MaxValue << (pos & 63));
-            while (bits == 0)
-            {
-                if (++w >= _maskWords)
-                    return line.Length;
-                bits = _spaces[w];
-            }
-            return (w << 6) + BitOperations.TrailingZeroCount(bits);
-        }
-        int i = pos;
-        while ((uint)i < (uint)line.Length && line[i] != (byte)' ')
-            i++;
-        return i;
-    }
-
-    // NextToken over the whole current line, using the space mask.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ReadOnlySpan<byte> NextTokenMasked(ReadOnlySpan<byte> line, scoped ref int pos)
+    private static ReadOnlySpan<byte> NextTokenVector(ReadOnlySpan<byte> line, scoped ref int pos)
     {
         int start = pos;
         int i = NextSpace(line, start);
         pos = i < line.Length ? i + 1 : i;
         return line[start..i];
+    }
+
+    // End of line[..end].TrimEnd(' ') for the pid's padding (0-6 spaces): the last non-space among the 16 bytes
+    // before end. Bytes before the line's first non-space are spaces, so the result never precedes it.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int TrimSpacesBefore(ReadOnlySpan<byte> line, int end)
+    {
+        if (Vector128.IsHardwareAccelerated && end >= 16 && end <= line.Length)
+        {
+            uint nonSpace = ~Vector128.Equals(Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(line), (nuint)(end - 16)),
+                Vector128.Create((byte)' ')).ExtractMostSignificantBits() & 0xFFFF;
+            if (nonSpace != 0)
+                return end - 16 + (32 - BitOperations.LeadingZeroCount(nonSpace));
+        }
+        return line[..end].TrimEnd((byte)' ').Length;
+    }
+
+    // SkipSpaces for the comm's right-aligning padding (0-15 spaces, a mispredicted loop exit per line if scalar).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int SkipSpacesVector(ReadOnlySpan<byte> s, int pos)
+    {
+        if (Vector128.IsHardwareAccelerated && s.Length - pos >= 16)
+        {
+            uint bits = ~Vector128.Equals(Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(s), (nuint)pos),
+                Vector128.Create((byte)' ')).ExtractMostSignificantBits() & 0xFFFF;
+            if (bits != 0)
+                return pos + BitOperations.TrailingZeroCount(bits);
+            pos += 16;
+        }
+        return SkipSpaces(s, pos);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -896,6 +894,8 @@ internal sealed class FtraceLineParser
 
     private static bool TryParseHexDigits(ReadOnlySpan<byte> s, out ulong value)
     {
+        if (s.Length == 16 && Vector128.IsHardwareAccelerated)
+            return TryParseHex16(s, out value);
         value = 0;
         if (s.IsEmpty || s.Length > 16)
             return false;
@@ -913,6 +913,38 @@ internal sealed class FtraceLineParser
             return false;
         value = v;
         return true;
+    }
+
+    // Exactly 16 hex digits (what %p prints on 64-bit) in one vector: validate all, map to nibbles, then pack the
+    // nibble bytes pairwise into a big-endian value with shifts and masks.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryParseHex16(ReadOnlySpan<byte> s, out ulong value)
+    {
+        Vector128<byte> v = Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(s));
+        Vector128<byte> digit = v - Vector128.Create((byte)'0');
+        Vector128<byte> letter = (v | Vector128.Create((byte)0x20)) - Vector128.Create((byte)'a');
+        Vector128<byte> isDigit = Vector128.LessThanOrEqual(digit, Vector128.Create((byte)9));
+        Vector128<byte> isLetter = Vector128.LessThanOrEqual(letter, Vector128.Create((byte)5));
+        if ((isDigit | isLetter).ExtractMostSignificantBits() != 0xFFFF)
+        {
+            value = 0;
+            return false;
+        }
+        Vector128<byte> nibbles = Vector128.ConditionalSelect(isDigit, digit, letter + Vector128.Create((byte)10));
+        value = ((ulong)PackNibbles(nibbles.AsUInt64().GetElement(0)) << 32) | PackNibbles(nibbles.AsUInt64().GetElement(1));
+        return true;
+    }
+
+    // 8 nibble bytes, the first (lowest-addressed) the most significant, to a 32-bit value.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint PackNibbles(ulong n)
+    {
+        if (!BitConverter.IsLittleEndian)
+            n = BinaryPrimitives.ReverseEndianness(n);
+        ulong t = ((n & 0x00FF00FF00FF00FFUL) << 4) | ((n >> 8) & 0x00FF00FF00FF00FFUL); // byte pairs in 16-bit lanes
+        t = (t | (t >> 8)) & 0x0000FFFF0000FFFFUL;
+        t = (t | (t >> 16)) & 0xFFFFFFFFUL;                                              // 4 bytes, first pair lowest
+        return BinaryPrimitives.ReverseEndianness((uint)t);
     }
 
     /// <summary>Unsigned decimal, or hex with a 0x prefix (pfn= is 0x%lx in 6.x, %lu before).</summary>
