@@ -90,6 +90,16 @@ public static unsafe class BenchCommand
                 for (long i = 0; i < n; i++) NativeMemory.AlignedFree(NativeMemory.AlignedAlloc(4096, 4096));
             }),
         };
+        if (NativeAllocators.Glibc is { } glibc)
+        {
+            // glibc's allocator itself, called as the peers are: what NativeMemory adds on top is the P/Invoke's GC transition.
+            var malloc = glibc.Malloc;
+            var free = glibc.Free;
+            cases.Insert(3, new("glibc-fnptr-64", "glibc malloc(64) + free through a function pointer, as the peers are called", n =>
+            {
+                for (long i = 0; i < n; i++) free(malloc(64));
+            }));
+        }
         AddSlabCases(m, cases, notes);
         AddVmallocCases(m, cases, notes);
         foreach (var peer in new[] { ("mimalloc", NativeAllocators.Mimalloc), ("jemalloc", NativeAllocators.Jemalloc) })
