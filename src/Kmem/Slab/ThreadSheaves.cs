@@ -41,15 +41,14 @@ internal unsafe struct Sheaf
 }
 
 /// <summary>
-/// One thread's sheaves, indexed by a cache's global sheaf slot (native; <c>Sheaves[Length]</c> follows the header).
+/// One thread's sheaves, indexed by a cache's global sheaf slot (native; <c>Sheaves[MaxSlots]</c> follows the header).
 /// Every table has <see cref="ThreadSheaves.MaxSlots"/> entries, so a fast path indexes it without a bounds check.
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 16)]
 internal unsafe struct SheafTable
 {
-    [FieldOffset(0)] public int Length;
     /// <summary>Managed thread id of the owner (for reports; 0 once the thread has exited).</summary>
-    [FieldOffset(4)] public int ThreadId;
+    [FieldOffset(0)] public int ThreadId;
 
     public Sheaf** Sheaves
     {
@@ -130,7 +129,6 @@ internal static unsafe class ThreadSheaves
             if (t == null)
             {
                 t = (SheafTable*)NativeMemory.AllocZeroed((nuint)(16 + MaxSlots * sizeof(Sheaf*)));
-                t->Length = MaxSlots;
                 t->ThreadId = Environment.CurrentManagedThreadId;
                 s_tables.Add((nint)t);
                 t_table = t;
@@ -181,7 +179,7 @@ internal static unsafe class ThreadSheaves
         foreach (nint tp in s_tables)
         {
             var t = (SheafTable*)tp;
-            if (slot < t->Length && t->Sheaves[slot] != null)
+            if (t->Sheaves[slot] != null)
             {
                 Volatile.Write(ref t->Sheaves[slot]->Stop, 1);
                 n++;
@@ -194,7 +192,7 @@ internal static unsafe class ThreadSheaves
         foreach (nint tp in s_tables)
         {
             var t = (SheafTable*)tp;
-            if (slot >= t->Length || t->Sheaves[slot] == null) continue;
+            if (t->Sheaves[slot] == null) continue;
             Sheaf* sh = t->Sheaves[slot];
             if (Volatile.Read(ref sh->Busy) != 0)
             {
@@ -216,7 +214,7 @@ internal static unsafe class ThreadSheaves
             foreach (nint tp in s_tables)
             {
                 var t = (SheafTable*)tp;
-                if (slot < t->Length && t->Sheaves[slot] != null) n += Volatile.Read(ref t->Sheaves[slot]->Size);
+                if (t->Sheaves[slot] != null) n += Volatile.Read(ref t->Sheaves[slot]->Size);
             }
         return n;
     }
@@ -237,7 +235,7 @@ internal static unsafe class ThreadSheaves
         {
             Debug.Assert(!IsCurrentThreads(t));
             s_tables.Remove((nint)t);
-            for (int slot = 0; slot < t->Length; slot++)
+            for (int slot = 0; slot < MaxSlots; slot++)
             {
                 Sheaf* sh = t->Sheaves[slot];
                 if (sh == null) continue;
