@@ -91,14 +91,18 @@ public class ZstdDecoderTests
         // Read-ahead off, so decompression runs on this thread and its allocations are counted here.
         var options = new FtraceReaderOptions { Zstd = d, ReadAhead = false };
         using var r = new FtraceReader(TestData.TracePath("forkexec.trace.zst"), options);
-        for (int i = 0; i < 100_000; i++) // warm: the trace's texts interned, buffers in place
+        // Warm: buffers in place and most of the trace's texts interned. 300,000 events, not fewer: the string table's
+        // dictionary grows once more near event 121,000 (a new comm; ~12 KB), which inside the measured stretch left
+        // too little room for what the runtime itself may allocate on this thread while tiering up under a loaded
+        // test run.
+        for (int i = 0; i < 300_000; i++)
             Assert.True(r.TryRead(out _));
         long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 200_000; i++)
+        for (int i = 0; i < 300_000; i++)
             Assert.True(r.TryRead(out _));
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         // A few texts first seen in this stretch may be interned (a string and a cache key each); nothing per event.
-        Assert.True(allocated < 16 * 1024, $"{allocated} bytes allocated over 200,000 events");
+        Assert.True(allocated < 16 * 1024, $"{allocated} bytes allocated over 300,000 events");
     }
 
     [Theory]
