@@ -247,7 +247,9 @@ public sealed unsafe class PageAllocator
     private void PrepNewPage0(PageFrame* page, Gfp gfp, MigrateType mt)
     {
         InitAllocHead(page, 0, mt);
-        if ((gfp & Gfp.Zero) != 0) ZeroFrames(_map.PageToPfn(page), 1);
+        long pfn = _map.PageToPfn(page);
+        if ((gfp & Gfp.Zero) != 0 && !_phys.IsKnownZero(pfn)) ZeroFrames(pfn, 1);
+        _phys.MarkWritten(pfn, 1);
     }
 
     /// <summary>The first page of a new allocation: one reference, its order, no owner, off every list.</summary>
@@ -576,7 +578,27 @@ public sealed unsafe class PageAllocator
                 t->MapCount = -1;
             }
         }
-        if ((gfp & Gfp.Zero) != 0) ZeroFrames(_map.PageToPfn(page), 1L << order);
+        long first = _map.PageToPfn(page);
+        if ((gfp & Gfp.Zero) != 0) ZeroWrittenFrames(first, 1L << order);
+        _phys.MarkWritten(first, 1L << order);
+    }
+
+    /// <summary>
+    /// __GFP_ZERO for a new block: clears the frames that may hold data and skips those still zero since boot (or
+    /// their last discard). Linux clears every page (or none, with init_on_free); kmem's RAM starts as a zeroed
+    /// memfd, and writing zeros over its untouched pages would only make the host fault them in.
+    /// </summary>
+    private void ZeroWrittenFrames(long pfn, long count)
+    {
+        long end = pfn + count;
+        while (pfn < end)
+        {
+            while (pfn < end && _phys.IsKnownZero(pfn)) pfn++;
+            long run = pfn;
+            while (run < end && !_phys.IsKnownZero(run)) run++;
+            if (run > pfn) ZeroFrames(pfn, run - pfn);
+            pfn = run;
+        }
     }
 
     /// <summary>clear_highpage for a run of frames: through the direct map, or by punching the memfd for HIGHMEM.</summary>

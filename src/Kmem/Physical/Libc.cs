@@ -35,5 +35,8 @@ internal static unsafe partial class Libc
     [LibraryImport("libc", SetLastError = true)]
     public static partial int close(int fd);
 
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int mincore(nint addr, nuint length, byte* vec);
+
     public static string LastError() => Marshal.GetLastPInvokeErrorMessage();
 }

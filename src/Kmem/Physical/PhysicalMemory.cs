@@ -21,6 +21,11 @@ namespace Kmem.Physical;
 /// vmalloc from VMALLOC_START; on x86_32 the whole window is simply PAGE_OFFSET + offset.</item>
 /// <item>Without memfd (non-Linux, or <see cref="MachineConfig.ForceNoMemfd"/>) RAM is one aligned native block that
 /// is also the direct map; nothing else can be mapped, so vmalloc falls back to NOMMU semantics (physically contiguous).</item>
+/// <item>A new memfd reads as zero, and so does a frame after <see cref="DiscardFrames"/>. One byte per frame records
+/// whether the frame may have been written since (<see cref="MarkWritten"/>, which the page allocator calls for every
+/// frame it hands out), so that __GFP_ZERO can skip clearing frames that are still zero: clearing them would make the
+/// host fault in and zero a page only for kmem to zero it again. A frame is handed out to one owner at a time, so
+/// the bytes need no atomics. The NOMMU block is not zeroed at boot: there every frame counts as written.</item>
 /// </list>
 /// </remarks>
 public sealed unsafe class PhysicalMemory : IDisposable
@@ -29,6 +34,7 @@ public sealed unsafe class PhysicalMemory : IDisposable
     private int _memfd = -1;
     private nuint _windowSize;
     private void* _fallbackBlock;
+    private byte* _written; // per frame: 0 = reads as zero (never handed out, or discarded since), 1 = may hold data
 
     public ArchProfile Profile { get; }
     public MemoryLayout Layout { get; }
@@ -97,6 +103,19 @@ public sealed unsafe class PhysicalMemory : IDisposable
             _windowSize = ramBytes;
             VmallocSize = 0;
         }
+        _written = (byte*)NativeMemory.AllocZeroed((nuint)Math.Max(layout.MaxPfn, 1));
+        if (!HasMemfd)
+            NativeMemory.Fill(_written, (nuint)layout.MaxPfn, 1);
+    }
+
+    /// <summary>Whether frame <paramref name="pfn"/> is known to read as zero (nothing was handed out there since boot or its last discard).</summary>
+    public bool IsKnownZero(long pfn) => _written[pfn] == 0;
+
+    /// <summary>Records that frames [pfn, pfn+pages) may be written from now on (their owner got them).</summary>
+    public void MarkWritten(long pfn, long pages)
+    {
+        if (pages == 1) _written[pfn] = 1;
+        else NativeMemory.Fill(_written + pfn, (nuint)pages, 1);
     }
 
     private bool TryCreateMemfd(nuint bytes)
@@ -173,12 +192,15 @@ public sealed unsafe class PhysicalMemory : IDisposable
     public void DiscardFrames(long pfn, long pages)
     {
         const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2;
-        if (HasMemfd) Libc.fallocate(_memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pfn * PageSize, pages * PageSize);
+        if (HasMemfd && Libc.fallocate(_memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pfn * PageSize, pages * PageSize) == 0)
+            NativeMemory.Clear(_written + pfn, (nuint)pages);
     }
 
     public void Dispose()
     {
         if (WindowBase == null) return;
+        NativeMemory.Free(_written);
+        _written = null;
         if (_fallbackBlock != null)
         {
             NativeMemory.AlignedFree(_fallbackBlock);
