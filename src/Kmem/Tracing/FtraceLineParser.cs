@@ -45,6 +45,16 @@ internal sealed class FtraceLineParser
     private int _lastCommLength = -1;
     private int _lastCommId;
 
+    // The previous line's header ("comm-pid [cpu] flags ", ~37 bytes with Linux's padding) and what it decoded to.
+    // ~80-90% of lines in a real trace repeat the previous line's task, CPU and flags, so a compare of these bytes
+    // replaces the header's token scans, pid digits, comm interning and flags decoding. 0 = nothing remembered.
+    private const int MaxHeader = 64;
+    private readonly byte[] _header = new byte[MaxHeader];
+    private int _headerLength;
+    private int _headerCpu, _headerPid, _headerCommId;
+    private TraceContextFlags _headerContext;
+    private byte _headerPreempt, _headerMigrate;
+
     public FtraceLineParser(TraceStringTable strings) => _strings = strings;
 
     /// <summary>Why the last <see cref="LineKind.Malformed"/> line was rejected.</summary>
@@ -59,12 +69,25 @@ internal sealed class FtraceLineParser
         ev = default;
         if (!line.IsEmpty && line[^1] == (byte)'\r')
             line = line[..^1];
+        int pos;
+        if (SameHeaderAsLast(line))
+        {
+            ev.Cpu = _headerCpu;
+            ev.Pid = _headerPid;
+            ev.CommId = _headerCommId;
+            ev.Context = _headerContext;
+            ev.PreemptDepth = _headerPreempt;
+            ev.MigrateDisableDepth = _headerMigrate;
+            pos = _headerLength;
+            return ParseAfterHeader(line, pos, ref ev);
+        }
+        _headerLength = 0;
         int i = SkipSpacesVector(line, 0);
         if (i == line.Length || line[i] == (byte)'#')
             return LineKind.Comment;
 
         // --- "comm-pid [cpu]": anchor on " [digits]".
-        int bracket = FindCpuColumn(line, i, out int cpu, out int pos);
+        int bracket = FindCpuColumn(line, i, out int cpu, out pos);
         if (bracket < 0)
             return IsLostNotice(line[i..]) ? LineKind.Lost : Fail(Errors.NoCpuColumn);
         ev.Cpu = cpu;
@@ -100,14 +123,32 @@ internal sealed class FtraceLineParser
 
         // --- Flags column (absent without the irq-info option), then "secs.usecs:".
         pos = SkipSpacesVector(line, pos);
+        int flagsStart = pos;
         ReadOnlySpan<byte> token = NextTokenVector(line, ref pos);
         if (token.IsEmpty || token[^1] != (byte)':')
         {
             if (!TryDecodeFlags(token, ref ev))
                 return Fail(Errors.BadFlags);
-            pos = SkipSpacesVector(line, pos);
-            token = NextTokenVector(line, ref pos);
+            // The flags token ends at a space (a flags column is never the last thing on a line): the header up to
+            // and including it decides everything above, so the next line with the same bytes there can skip it.
+            if (flagsStart + token.Length < line.Length)
+                RememberHeader(line[..pos], in ev);
+            return ParseAfterHeader(line, pos, ref ev);
         }
+        return ParseTimestampAndEvent(line, pos, token, ref ev);
+    }
+
+    // The rest of a line after the flags column: "secs.usecs: event: fields".
+    private LineKind ParseAfterHeader(ReadOnlySpan<byte> line, int pos, ref TraceEvent ev)
+    {
+        pos = SkipSpacesVector(line, pos);
+        ReadOnlySpan<byte> token = NextTokenVector(line, ref pos);
+        return ParseTimestampAndEvent(line, pos, token, ref ev);
+    }
+
+    // token is the timestamp column ("secs.usecs:"); pos is just after it.
+    private LineKind ParseTimestampAndEvent(ReadOnlySpan<byte> line, int pos, ReadOnlySpan<byte> token, ref TraceEvent ev)
+    {
         if (token.IsEmpty || token[^1] != (byte)':' || !TryParseTimestamp(token[..^1], out long us))
             return Fail(Errors.BadTimestamp);
         ev.TimestampUs = us;
@@ -349,6 +390,40 @@ internal sealed class FtraceLineParser
             _lastCommId = id;
         }
         return id;
+    }
+
+    /// <summary>Whether lines may reuse the previous line's decoded header (see <see cref="FtraceReaderOptions.HeaderCache"/>).</summary>
+    internal bool RememberHeaders { get; init; } = true;
+
+    private void RememberHeader(ReadOnlySpan<byte> header, in TraceEvent ev)
+    {
+        if (!RememberHeaders || header.Length is < 32 or > MaxHeader)
+            return; // outside what SameHeaderAsLast compares in two vector loads
+        header.CopyTo(_header);
+        _headerLength = header.Length;
+        _headerCpu = ev.Cpu;
+        _headerPid = ev.Pid;
+        _headerCommId = ev.CommId;
+        _headerContext = ev.Context;
+        _headerPreempt = ev.PreemptDepth;
+        _headerMigrate = ev.MigrateDisableDepth;
+    }
+
+    // line starts with the remembered header (32-64 bytes: the first and the last 32 of them, overlapping).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool SameHeaderAsLast(ReadOnlySpan<byte> line)
+    {
+        int h = _headerLength;
+        if (h == 0 || line.Length <= h)
+            return false;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref byte l = ref MemoryMarshal.GetReference(line);
+            ref byte r = ref MemoryMarshal.GetArrayDataReference(_header);
+            return Vector256.LoadUnsafe(ref l) == Vector256.LoadUnsafe(ref r)
+                && Vector256.LoadUnsafe(ref l, (nuint)(h - 32)) == Vector256.LoadUnsafe(ref r, (nuint)(h - 32));
+        }
+        return line[..h].SequenceEqual(_header.AsSpan(0, h));
     }
 
     private LineKind Fail(string reason)

@@ -37,6 +37,12 @@ public sealed record FtraceReaderOptions
     /// </summary>
     public ZstdDecoder Zstd { get; init; } = ZstdDecoder.Auto;
 
+    /// <summary>
+    /// Whether a line that starts with the previous line's header (<c>comm-pid [cpu] flags </c>) reuses what that
+    /// header decoded to. Always on outside tests, which turn it off to compare against the general path.
+    /// </summary>
+    internal bool HeaderCache { get; init; } = true;
+
     /// <summary>How many malformed lines to keep as samples in lenient mode.</summary>
     public int MaxMalformedSamples { get; init; } = 8;
 

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using Kmem.Tracing;
 
@@ -203,5 +204,88 @@ public class FtraceFastPathTests
                     var (ev, r) = Read(line);
                     Assert.Equal(("b c", 77, 3, 12_000034L, (byte)1), (r.Strings[ev.CommId], ev.Pid, ev.Cpu, ev.TimestampUs, ev.PreemptDepth));
                 }
+    }
+
+    // ---- The header cache: a line that starts with the previous line's "comm-pid [cpu] flags " reuses its decoding.
+
+    private static List<(TraceEvent Event, string[] Texts)> ReadAll(FtraceReader reader, List<string> malformed)
+    {
+        var events = new List<(TraceEvent, string[])>();
+        while (reader.TryRead(out TraceEvent ev))
+        {
+            string[] texts = [reader.Strings[ev.CommId], reader.Strings[ev.CallSiteId], reader.Strings[ev.CacheNameId], reader.Strings[ev.GfpTextId]];
+            // Ids may differ between two tables; compare the texts and the rest of the record byte for byte.
+            ev.CommId = ev.CallSiteId = ev.CacheNameId = ev.GfpTextId = 0;
+            events.Add((ev, texts));
+        }
+        malformed.AddRange(reader.MalformedSamples.Select(m => $"{m.Line}: {m.Reason}"));
+        return events;
+    }
+
+    private static void AssertSameEvents(Func<FtraceReaderOptions, FtraceReader> open)
+    {
+        var withCache = new List<string>();
+        var without = new List<string>();
+        List<(TraceEvent Event, string[] Texts)> a, b;
+        using (var r = open(FtraceReaderOptions.Lenient)) a = ReadAll(r, withCache);
+        using (var r = open(FtraceReaderOptions.Lenient with { HeaderCache = false })) b = ReadAll(r, without);
+        Assert.Equal(b.Count, a.Count);
+        for (int i = 0; i < a.Count; i++)
+        {
+            TraceEvent x = a[i].Event, y = b[i].Event;
+            bool same = MemoryMarshal.AsBytes(new ReadOnlySpan<TraceEvent>(in x)).SequenceEqual(MemoryMarshal.AsBytes(new ReadOnlySpan<TraceEvent>(in y)));
+            Assert.True(same && a[i].Texts.SequenceEqual(b[i].Texts), $"event {i} (line {y.Line}) differs with the header cache");
+        }
+        Assert.Equal(without, withCache);
+    }
+
+    [Theory]
+    [InlineData("forkexec.trace.zst")]
+    [InlineData("fs.trace.zst")]
+    public void Header_cache_gives_what_the_general_path_gives_on_real_traces(string name) =>
+        AssertSameEvents(o => new FtraceReader(TestData.TracePath(name), o));
+
+    // Each column of the header changing on its own after a line that was remembered, a cached header followed by
+    // a bad rest of line, a carriage return, headers too short (< 32 bytes) and too long (> 64) to be remembered.
+    private const string Edges = """
+                    bash-5535    [000] .....  5860.231215: kfree: call_site=a ptr=1
+                    bash-5535    [000] .....  5860.231216: kfree: call_site=b ptr=2
+                    bash-5536    [000] .....  5860.231217: kfree: call_site=c ptr=3
+                    bash-5536    [001] .....  5860.231218: kfree: call_site=d ptr=4
+                    bash-5536    [001] d..1.  5860.231219: kfree: call_site=e ptr=5
+                    bask-5536    [001] d..1.  5860.231220: kfree: call_site=f ptr=6
+                    bask-5536    [001] d..1.  5860.2x1221: kfree: call_site=g ptr=7
+                    bask-5536    [001] d..1.  5860.231222: kmem_cache_free: call_site=h ptr=8 name=filp
+                    bask-5536    [001] d..1.  5860.231223: kfree: call_site=i ptr=9\r
+                    bask-5536    [001] d..1.  5860.231224: kfree: ptr=a
+                    bask-5536    [001] d..1.
+                    bask-5536    [001] d..1.  5860.231225: unrelated_event: x=1
+                    bask-5536    [001] d..1.  5860.231226: kfree: call_site=j ptr=b
+        b-1 [0] d..1. 1.5: kfree: call_site=k ptr=c
+        b-1 [0] d..1. 1.6: kfree: call_site=l ptr=d
+        x-1                                                                   [000] ..... 1.7: kfree: call_site=m ptr=e
+        x-1                                                                   [000] ..... 1.8: kfree: call_site=n ptr=f
+        """;
+
+    private static FtraceReader EdgeReader(FtraceReaderOptions o) =>
+        new(new MemoryStream(Encoding.ASCII.GetBytes(Edges.Replace("\\r", "\r") + "\n")), "edges.trace", TraceCompression.None, o);
+
+    [Fact]
+    public void Header_cache_follows_every_column_of_the_header()
+    {
+        AssertSameEvents(EdgeReader);
+        // And the values are the ones each line prints (the comparison above would pass if both paths were wrong).
+        using var r = EdgeReader(FtraceReaderOptions.Lenient);
+        var got = new List<(string, int, int, byte, bool, ulong)>();
+        while (r.TryRead(out TraceEvent ev))
+            got.Add((r.Strings[ev.CommId], ev.Pid, ev.Cpu, ev.PreemptDepth, ev.IrqsOff, ev.Ptr));
+        Assert.Equal(
+        [
+            ("bash", 5535, 0, 0, false, 1UL), ("bash", 5535, 0, 0, false, 2UL), ("bash", 5536, 0, 0, false, 3UL),
+            ("bash", 5536, 1, 0, false, 4UL), ("bash", 5536, 1, 1, true, 5UL), ("bask", 5536, 1, 1, true, 6UL),
+            ("bask", 5536, 1, 1, true, 8UL), ("bask", 5536, 1, 1, true, 9UL), ("bask", 5536, 1, 1, true, 0xbUL),
+            ("b", 1, 0, 1, true, 0xcUL), ("b", 1, 0, 1, true, 0xdUL), ("x", 1, 0, 0, false, 0xeUL), ("x", 1, 0, 0, false, 0xfUL),
+        ], got);
+        Assert.Equal(["bad timestamp", "missing field call_site", "bad timestamp"], r.MalformedSamples.Select(m => m.Reason));
     }
 }
