@@ -168,6 +168,15 @@ internal sealed class FtraceLineParser
     private LineKind ParseFields(ReadOnlySpan<byte> line, int fieldsStart, ref TraceEvent ev)
     {
         ReadOnlySpan<byte> fields = line[fieldsStart..];
+        if (FieldFastPath && ev.Kind switch
+            {
+                EventKind.KmemCacheAlloc or EventKind.KmemCacheFree or EventKind.Kmalloc or EventKind.Kfree => TrySlabFields(fields, ref ev),
+                EventKind.MmPageAlloc or EventKind.MmPageFree or EventKind.MmPageFreeBatched => TryPageFields(fields, ref ev),
+                _ => false,
+            })
+        {
+            return LineKind.Event;
+        }
         ulong seen = 0;
         int pos = 0;
 
@@ -239,6 +248,152 @@ internal sealed class FtraceLineParser
             return Fail(Errors.Missing[System.Numerics.BitOperations.TrailingZeroCount(missing)]);
         }
         return LineKind.Event;
+    }
+
+    // ------------------------------------------------------------------ exact-layout fast paths
+
+    /// <summary>Whether the exact-layout field parsers run first (see <see cref="FtraceReaderOptions.FieldFastPath"/>).</summary>
+    internal bool FieldFastPath { get; init; } = true;
+
+    // The slab and page events make up ~99% of a kmem trace. For them, straight-line code reads the fields exactly as
+    // Linux 6.18 prints them (include/trace/events/kmem.h): each key at its place, one space between fields, values
+    // in their canonical form (16 hex digits for %p, plain decimal, node=-1), nothing after the last field. Anything
+    // else (another kernel version, extra spaces, a sign, a malformed value) makes it return false before it has
+    // rejected anything, and the general loop parses the line from the start; so a line either gets the same event
+    // from both or is the general loop's alone, which the tests check on every line of the real traces.
+
+    // call_site=%pS ptr=%p [name=%s] [bytes_req=%zu bytes_alloc=%zu gfp_flags=%s node=%d accounted=%s]
+    private bool TrySlabFields(ReadOnlySpan<byte> f, ref TraceEvent ev)
+    {
+        if (!f.StartsWith("call_site="u8))
+            return false;
+        int end = NextSpace(f, 10);
+        if (end == 10 || end >= f.Length)
+            return false;
+        ev.CallSiteId = _strings.Intern(f[10..end]);
+        int pos = end + 1;
+        if (!f[pos..].StartsWith("ptr="u8) || !TryHex16Before(f, pos + 4, out ulong ptr))
+            return false;
+        ev.Ptr = ptr;
+        pos += 4 + 16;
+        EventKind kind = ev.Kind;
+        if (kind == EventKind.Kfree)
+            return pos == f.Length;
+        if (pos >= f.Length)
+            return false;
+        pos++;
+        if (kind != EventKind.Kmalloc)
+        {
+            if (!f[pos..].StartsWith("name="u8))
+                return false;
+            pos += 5;
+            end = NextSpace(f, pos);
+            if (end == pos)
+                return false;
+            ev.CacheNameId = _strings.Intern(f[pos..end]);
+            if (kind == EventKind.KmemCacheFree)
+                return end == f.Length;
+            if (end >= f.Length)
+                return false;
+            pos = end + 1;
+        }
+        if (!f[pos..].StartsWith("bytes_req="u8) || !TryDecimalBefore(f, ref pos, 10, out long req))
+            return false;
+        if (!f[pos..].StartsWith("bytes_alloc="u8) || !TryDecimalBefore(f, ref pos, 12, out long alloc))
+            return false;
+        ev.BytesReq = req;
+        ev.BytesAlloc = alloc;
+        if (!f[pos..].StartsWith("gfp_flags="u8))
+            return false;
+        pos += 10;
+        end = NextSpace(f, pos);
+        if (end == pos || end >= f.Length || !SetGfp(ref ev, f[pos..end]))
+            return false;
+        pos = end + 1;
+        if (!f[pos..].StartsWith("node="u8))
+            return false;
+        pos += 5;
+        if (f[pos..].StartsWith("-1 "u8))
+        {
+            ev.Node = -1;
+            pos += 3;
+        }
+        else
+        {
+            if (!TryDecimalBefore(f, ref pos, 0, out long node) || node > 9999)
+                return false;
+            ev.Node = (int)node;
+        }
+        ReadOnlySpan<byte> accounted = f[pos..];
+        if (accounted.SequenceEqual("accounted=false"u8))
+            return true;
+        if (!accounted.SequenceEqual("accounted=true"u8))
+            return false;
+        ev.Accounted = true;
+        return true;
+    }
+
+    // page=%p pfn=0x%lx order=%d [migratetype=%d gfp_flags=%s]
+    private bool TryPageFields(ReadOnlySpan<byte> f, ref TraceEvent ev)
+    {
+        if (!f.StartsWith("page="u8) || !TryHex16Before(f, 5, out ulong page))
+            return false;
+        int pos = 5 + 16;
+        if (pos >= f.Length || !f[(pos + 1)..].StartsWith("pfn=0x"u8))
+            return false;
+        pos += 7;
+        int end = NextSpace(f, pos);
+        if (end >= f.Length || !TryParseHexDigits(f[pos..end], out ulong pfn) || !f[(end + 1)..].StartsWith("order="u8))
+            return false;
+        pos = end + 7;
+        // order: one or two digits, then the end (frees) or " migratetype=" (allocations).
+        if (pos >= f.Length || (uint)(f[pos] - '0') > 9)
+            return false;
+        int order = f[pos++] - '0';
+        if (pos < f.Length && (uint)(f[pos] - '0') <= 9)
+            order = order * 10 + (f[pos++] - '0');
+        ev.Ptr = page;
+        ev.Pfn = pfn;
+        ev.Order = order;
+        if (ev.Kind != EventKind.MmPageAlloc)
+            return pos == f.Length;
+        if (!f[pos..].StartsWith(" migratetype="u8))
+            return false;
+        pos += 13;
+        if (pos >= f.Length || (uint)(f[pos] - '0') > 9 || pos + 1 >= f.Length || f[pos + 1] != (byte)' ')
+            return false; // migratetype is one digit (MIGRATE_TYPES < 10)
+        ev.MigrateType = f[pos] - '0';
+        pos += 2;
+        if (!f[pos..].StartsWith("gfp_flags="u8))
+            return false;
+        pos += 10;
+        end = NextSpace(f, pos);
+        return end == f.Length && end > pos && SetGfp(ref ev, f[pos..]);
+    }
+
+    // Exactly 16 hex digits at pos, followed by a space or the end of f.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryHex16Before(ReadOnlySpan<byte> f, int pos, out ulong value)
+    {
+        value = 0;
+        return (uint)pos <= (uint)f.Length && f.Length - pos >= 16 && (f.Length - pos == 16 || f[pos + 16] == (byte)' ')
+            && TryParseHexDigits(f.Slice(pos, 16), out value);
+    }
+
+    // A key of keyLength bytes at pos (already matched), then 1-18 decimal digits and a space; pos moves past it.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryDecimalBefore(ReadOnlySpan<byte> f, ref int pos, int keyLength, out long value)
+    {
+        int i = pos + keyLength;
+        int start = i;
+        long v = 0;
+        while ((uint)i < (uint)f.Length && (uint)(f[i] - '0') <= 9 && i - start < 18)
+            v = v * 10 + (f[i++] - '0');
+        value = v;
+        if (i == start || (uint)i >= (uint)f.Length || f[i] != (byte)' ')
+            return false;
+        pos = i + 1;
+        return true;
     }
 
     private bool SetField(ref TraceEvent ev, FieldId field, ReadOnlySpan<byte> v)

@@ -112,7 +112,7 @@ public sealed class FtraceReader : IDisposable
         }
         Compression = compression;
         _buffer = _own = new byte[options.BufferSize];
-        _parser = new FtraceLineParser(Strings) { RememberHeaders = options.HeaderCache };
+        _parser = new FtraceLineParser(Strings) { RememberHeaders = options.HeaderCache, FieldFastPath = options.FieldFastPath };
     }
 
     /// <summary>Trace name used in messages.</summary>

@@ -43,6 +43,12 @@ public sealed record FtraceReaderOptions
     /// </summary>
     internal bool HeaderCache { get; init; } = true;
 
+    /// <summary>
+    /// Whether slab and page events are first read by straight-line code for Linux 6.18's exact field layout. Always
+    /// on outside tests, which turn it off to compare against the general path.
+    /// </summary>
+    internal bool FieldFastPath { get; init; } = true;
+
     /// <summary>How many malformed lines to keep as samples in lenient mode.</summary>
     public int MaxMalformedSamples { get; init; } = 8;
 

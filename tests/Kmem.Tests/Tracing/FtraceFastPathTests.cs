@@ -228,21 +228,22 @@ public class FtraceFastPathTests
         var without = new List<string>();
         List<(TraceEvent Event, string[] Texts)> a, b;
         using (var r = open(FtraceReaderOptions.Lenient)) a = ReadAll(r, withCache);
-        using (var r = open(FtraceReaderOptions.Lenient with { HeaderCache = false })) b = ReadAll(r, without);
+        using (var r = open(FtraceReaderOptions.Lenient with { HeaderCache = false, FieldFastPath = false })) b = ReadAll(r, without);
         Assert.Equal(b.Count, a.Count);
         for (int i = 0; i < a.Count; i++)
         {
             TraceEvent x = a[i].Event, y = b[i].Event;
             bool same = MemoryMarshal.AsBytes(new ReadOnlySpan<TraceEvent>(in x)).SequenceEqual(MemoryMarshal.AsBytes(new ReadOnlySpan<TraceEvent>(in y)));
-            Assert.True(same && a[i].Texts.SequenceEqual(b[i].Texts), $"event {i} (line {y.Line}) differs with the header cache");
+            Assert.True(same && a[i].Texts.SequenceEqual(b[i].Texts), $"event {i} (line {y.Line}) differs with the fast paths");
         }
         Assert.Equal(without, withCache);
     }
 
+    // The header cache and the exact-layout field parsers against the general path, on every line of both traces.
     [Theory]
     [InlineData("forkexec.trace.zst")]
     [InlineData("fs.trace.zst")]
-    public void Header_cache_gives_what_the_general_path_gives_on_real_traces(string name) =>
+    public void Fast_paths_give_what_the_general_path_gives_on_real_traces(string name) =>
         AssertSameEvents(o => new FtraceReader(TestData.TracePath(name), o));
 
     // Each column of the header changing on its own after a line that was remembered, a cached header followed by
@@ -287,5 +288,71 @@ public class FtraceFastPathTests
             ("b", 1, 0, 1, true, 0xcUL), ("b", 1, 0, 1, true, 0xdUL), ("x", 1, 0, 0, false, 0xeUL), ("x", 1, 0, 0, false, 0xfUL),
         ], got);
         Assert.Equal(["bad timestamp", "missing field call_site", "bad timestamp"], r.MalformedSamples.Select(m => m.Reason));
+    }
+
+    // Field layouts just off the exact shape the fast paths take (each must fall back, not fail or differ), and the
+    // exact shapes themselves.
+    private static readonly string[] FieldEdges =
+    [
+        "kmalloc: call_site=f+0x1/0x2 ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=true",
+        "kmalloc: call_site=f+0x1/0x2 ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=false",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=0 accounted=false",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=12345 accounted=false",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-2 accounted=false",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=false ",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=maybe",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=-0 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=true",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=1234567890123456789 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=true",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=123456789012345678 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=true",
+        "kmalloc: call_site=f ptr=00000000856261bf bytes_req=11 bytes_alloc=16 gfp_flags=BOGUS node=-1 accounted=true",
+        "kmalloc: call_site=f ptr=00000000856261bf  bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=true",
+        "kmalloc: ptr=00000000856261bf call_site=f bytes_req=11 bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=true",
+        "kmem_cache_alloc: call_site=g ptr=0000000000000001 name=filp bytes_req=256 bytes_alloc=256 gfp_flags=GFP_KERNEL node=-1 accounted=false",
+        "kmem_cache_alloc: call_site=g ptr=0000000000000001 bytes_req=256 bytes_alloc=256 gfp_flags=GFP_KERNEL node=-1 accounted=false",
+        "kmem_cache_free: call_site=g ptr=0000000000000001 name=filp",
+        "kmem_cache_free: call_site=g ptr=0000000000000001 name=filp ",
+        "kmem_cache_free: call_site=g ptr=0000000000000001",
+        "kfree: call_site=h ptr=0000000000000000",
+        "kfree: call_site=h ptr=(null)",
+        "kfree: call_site=h ptr=000000000000001",
+        "kfree: call_site=h ptr=0x0000000000001",
+        "kfree: call_site=h ptr=000000000000001g",
+        "kfree: call_site=h ptr=0000000000000001 extra=1",
+        "kfree: call_site= ptr=0000000000000001",
+        "mm_page_alloc: page=00000000c1400d3b pfn=0x18cc62 order=0 migratetype=1 gfp_flags=GFP_HIGHUSER_MOVABLE|__GFP_COMP",
+        "mm_page_alloc: page=00000000c1400d3b pfn=0x18cc62 order=10 migratetype=0 gfp_flags=GFP_KERNEL",
+        "mm_page_alloc: page=00000000c1400d3b pfn=0x18cc62 order=0 migratetype=12 gfp_flags=GFP_KERNEL",
+        "mm_page_alloc: page=00000000c1400d3b pfn=1625186 order=0 migratetype=1 gfp_flags=GFP_KERNEL",
+        "mm_page_alloc: page=00000000c1400d3b pfn=0x18cc62 order=0 migratetype=1 gfp_flags=",
+        "mm_page_alloc: page=00000000c1400d3b pfn=0x18cc62 order=0 migratetype=1 gfp_flags=GFP_KERNEL x=1",
+        "mm_page_free: page=00000000f2f8f8b6 pfn=0x148b4f order=0",
+        "mm_page_free: page=00000000f2f8f8b6 pfn=0x148b4f order=123",
+        "mm_page_free: page=00000000f2f8f8b6 pfn=0x148b4f order=-1",
+        "mm_page_free: page=00000000f2f8f8b6 pfn=0x order=0",
+        "mm_page_free: page=(null) pfn=0x148b4f order=0",
+        "mm_page_free_batched: page=0000000022ffdcb8 pfn=0x134622 order=0",
+        "mm_page_free_batched: page=0000000022ffdcb8 pfn=0x134622",
+    ];
+
+    private static FtraceReader FieldEdgeReader(FtraceReaderOptions o) => new(new MemoryStream(Encoding.ASCII.GetBytes(
+            string.Concat(FieldEdges.Select(f => $"            bash-5535    [000] .....  5860.231215: {f}\n")))),
+        "fields.trace", TraceCompression.None, o);
+
+    [Fact]
+    public void Field_fast_paths_fall_back_on_anything_but_the_exact_layout()
+    {
+        AssertSameEvents(FieldEdgeReader);
+        using var r = FieldEdgeReader(FtraceReaderOptions.Lenient);
+        var events = new List<TraceEvent>();
+        while (r.TryRead(out TraceEvent ev)) events.Add(ev);
+        TraceEvent k = events[0], page = events.First(e => e.Kind == EventKind.MmPageAlloc);
+        Assert.Equal(("f+0x1/0x2", 0x856261bfUL, 11L, 16L, "GFP_KERNEL", -1, true),
+            (r.Strings[k.CallSiteId], k.Ptr, k.BytesReq, k.BytesAlloc, r.Strings[k.GfpTextId], k.Node, k.Accounted));
+        Assert.Equal((0xc1400d3bUL, 0x18cc62UL, 0, 1, "GFP_HIGHUSER_MOVABLE|__GFP_COMP"),
+            (page.Ptr, page.Pfn, page.Order, page.MigrateType, r.Strings[page.GfpTextId]));
+        Assert.Contains(events, e => e.Kind == EventKind.MmPageAlloc && e.Order == 10);
+        Assert.Contains(events, e => e.Kind == EventKind.Kmalloc && e.Node == 12345);
+        Assert.Contains(events, e => e.Kind == EventKind.MmPageAlloc && e.Pfn == 1625186);
     }
 }
