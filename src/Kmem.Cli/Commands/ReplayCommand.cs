@@ -57,6 +57,7 @@ public static class ReplayCommand
         ReplayReport report;
         using (var reader = new FtraceReader(path, readerOptions))
         {
+            JitProfile.WaitForBackgroundCompile(TimeSpan.FromSeconds(1));
             engine.Run(reader);
             JitProfile.NextPhase("report");
             report = ReplayReport.Capture(engine, Path.GetFileName(path), reader);

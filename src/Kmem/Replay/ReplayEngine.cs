@@ -225,6 +225,11 @@ public sealed unsafe class ReplayEngine : IDisposable
     public long PeakLiveObjects { get; private set; }
     /// <summary>Time spent in <see cref="Run"/> (reading included).</summary>
     public TimeSpan Elapsed { get; private set; }
+    /// <summary>
+    /// JIT compile time, on any thread, during <see cref="Run"/>: part of <see cref="Elapsed"/>'s CPU that is start-up,
+    /// not replay (the CLI runs with tiered compilation off, so a method is compiled fully on its first call).
+    /// </summary>
+    public TimeSpan CompileTime { get; private set; }
 
     internal IReadOnlyList<CacheStat> Caches => _caches;
     internal TraceStringTable Strings => _strings;
@@ -241,6 +246,7 @@ public sealed unsafe class ReplayEngine : IDisposable
     {
         ArgumentNullException.ThrowIfNull(reader);
         _strings = reader.Strings;
+        TimeSpan jit0 = System.Runtime.JitInfo.GetCompilationTime(currentThread: false);
         var sw = Stopwatch.StartNew();
         long limit = _opt.MaxEvents <= 0 ? long.MaxValue : _opt.MaxEvents;
         if (_opt.ParseAhead && Environment.ProcessorCount > 1)
@@ -257,6 +263,7 @@ public sealed unsafe class ReplayEngine : IDisposable
         }
         sw.Stop();
         Elapsed += sw.Elapsed;
+        CompileTime += System.Runtime.JitInfo.GetCompilationTime(currentThread: false) - jit0;
     }
 
     /// <summary>Replays one event. <see cref="TraceEvent"/> string ids must refer to the table given by <see cref="Run"/> (or <see cref="UseStrings"/>).</summary>

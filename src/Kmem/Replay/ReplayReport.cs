@@ -31,6 +31,8 @@ public sealed class ReplayReport
     public string MachineText { get; init; } = "";
     public long Events { get; init; }
     public double Seconds { get; init; }
+    /// <summary>Of <see cref="Seconds"/>' CPU time, the JIT compiling done meanwhile (any thread), in seconds.</summary>
+    public double CompileSeconds { get; init; }
     public double EventsPerSecond => Seconds <= 0 ? 0 : Events / Seconds;
     public IReadOnlyList<KindRow> Kinds { get; init; } = [];
     public long KmallocChecked { get; init; }
@@ -126,6 +128,7 @@ public sealed class ReplayReport
             MachineText = $"{cfg.Profile.Name}, {e.Machine.TotalRamPages * ArchProfile.PageSize >> 20} MiB managed, {cfg.Cpus} CPUs",
             Events = e.Events,
             Seconds = e.Elapsed.TotalSeconds,
+            CompileSeconds = e.CompileTime.TotalSeconds,
             Kinds = kinds,
             KmallocChecked = e.KmallocSizeClassChecked,
             KmallocSizeClassMismatches = e.KmallocSizeClassMismatches,
@@ -175,7 +178,8 @@ public sealed class ReplayReport
 
         sb.Append(inv, $"REPLAY {Trace} (mode {Mode.ToString().ToLowerInvariant()}) on {MachineText}\n");
         Line("events", N(Events));
-        Line("time", $"{Seconds.ToString("F3", inv)} s ({N((long)EventsPerSecond)} events/s, reading included)");
+        Line("time", $"{Seconds.ToString("F3", inv)} s ({N((long)EventsPerSecond)} events/s, reading included)" +
+            (CompileSeconds >= 0.0005 ? $"; JIT compiling meanwhile {(CompileSeconds * 1000).ToString("F0", inv)} ms" : ""));
         if (TraceMalformed + TraceLost > 0) Line("malformed lines / lost events", $"{N(TraceMalformed)} / {N(TraceLost)}");
         Line("atomic-context events", N(AtomicEvents));
         Line("atomic context violations", N(AtomicContextViolations));
@@ -261,6 +265,7 @@ public sealed class ReplayReport
         w.WriteString("machine", MachineText);
         w.WriteNumber("events", Events);
         w.WriteNumber("seconds", Math.Round(Seconds, 6));
+        w.WriteNumber("compile_seconds", Math.Round(CompileSeconds, 6));
         w.WriteNumber("events_per_second", Math.Round(EventsPerSecond));
         w.WriteNumber("kmalloc_size_class_checked", KmallocChecked);
         w.WriteNumber("kmalloc_size_class_mismatches", KmallocSizeClassMismatches);

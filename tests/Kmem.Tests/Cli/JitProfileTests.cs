@@ -41,6 +41,7 @@ public class JitProfileTests
             var (rc, stdout) = RunCli(["replay", trace, "--json", "--ram", "256M"], cache, dir);
             Assert.Equal(0, rc);
             Assert.Contains("\"events\": 3", stdout);
+            Assert.Contains("\"compile_seconds\": ", stdout);
             string[] names = Directory.GetFiles(cache).Select(f => Path.GetFileName(f)!).Order().ToArray();
             Assert.Equal(2, names.Length);
             Assert.Matches(@"^replay-[0-9a-f]{8}\.jitprofile$", names[0]);
@@ -89,4 +90,9 @@ public class JitProfileTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    // In this process no profile was started: there is no background compiler to wait for.
+    [Fact]
+    public void Without_a_profile_nothing_is_waited_for() =>
+        Assert.Equal(TimeSpan.Zero, JitProfile.WaitForBackgroundCompile(TimeSpan.FromSeconds(5)));
 }
