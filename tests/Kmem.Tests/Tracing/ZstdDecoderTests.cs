@@ -194,26 +194,29 @@ public class ZstdDecoderTests
     [InlineData(1 << 20)]
     public void Lent_read_ahead_chunks_give_what_the_plain_reader_gives(int bufferSize)
     {
-        // With read-ahead the reader parses out of the decompressor's 1 MiB chunks and carries a chunk's last partial
+        // With read-ahead the reader parses out of the decompressor's chunks and carries a chunk's last partial
         // line into the next one's 4 KiB headroom; the plain reader copies into its own buffer. Over ~5 MB of lines
         // of every kind of length (short, around the headroom, longer than the buffer, longer than a chunk, a last
         // line without newline), both must see the same lines, events and malformed lines.
         var rng = new Random(6);
         var text = new StringBuilder();
-        // Chunks are exactly 1 MiB of decompressed text: make a line start just before the first boundaries, so
-        // that the carried partial line is 0, 1, and around the 4 KiB headroom long.
+        // Chunks are exactly ReadAheadStream.ChunkStart apart in the decompressed text: make a line start just before
+        // the first boundaries, so that the carried partial line is 0, 1, and around the 4 KiB headroom long.
         foreach (int length in new[] { bufferSize - 2, bufferSize - 1, bufferSize, bufferSize + 1 }) // around the limit
             text.Append('w', length).Append('\n').Append(Line);
         int[] carries = [0, 1, ReadAheadStream.Headroom - 1, ReadAheadStream.Headroom, ReadAheadStream.Headroom + 1];
-        int firstBoundary = (text.Length >> 20) + 1;
+        int firstBoundary = 1;
+        while (ReadAheadStream.ChunkStart(firstBoundary) - 16_384 < text.Length)
+            firstBoundary++;
         for (int k = 0; k < carries.Length; k++)
         {
-            int boundary = (firstBoundary + k) << 20;
+            int boundary = (int)ReadAheadStream.ChunkStart(firstBoundary + k);
             while (text.Length < boundary - 16_384)
                 text.Append(Line);
             int filler = boundary - carries[k] - text.Length - 1; // a line of 'f's, then the straddling line
             text.Append('f', filler).Append('\n').Append(' ', Math.Max(0, carries[k] + 100 - Line.Length)).Append(Line);
         }
+        text.Append('q', ReadAheadStream.ChunkSize + 1000).Append('\n').Append(Line); // a line across a whole chunk
         int n = 0;
         int stop = text.Length + 3_000_000;
         while (text.Length < stop)
@@ -222,7 +225,7 @@ public class ZstdDecoderTests
             {
                 case 0: text.Append('x', rng.Next(4000, 4200)).Append('\n'); break;           // around the headroom
                 case 1: text.Append('y', rng.Next(1, 70_000)).Append('\n'); break;            // around small buffers
-                case 2 when n++ % 8 == 0: text.Append('z', rng.Next(1_000_000, 1_200_000)).Append('\n'); break; // > a chunk
+                case 2 when n++ % 8 == 0: text.Append('z', rng.Next(1_000_000, 1_200_000)).Append('\n'); break; // around 1 MiB buffers
                 default: text.Append(Line); break;
             }
         }
