@@ -45,7 +45,7 @@ public class ReplayBenchmarks
         _m = null;
     }
 
-    private readonly byte[] _chunk = new byte[1 << 20];
+    private readonly byte[] _chunk = new byte[ReadAheadStream.ChunkSize];
 
     [Benchmark]
     public long DecompressNative() => Drain(new NativeZstdStream(File.OpenRead(_path)));
@@ -53,7 +53,7 @@ public class ReplayBenchmarks
     [Benchmark]
     public long DecompressManaged() => Drain(new ZstdSharp.DecompressionStream(File.OpenRead(_path), 1 << 17));
 
-    // 1 MiB reads, as the read-ahead thread makes.
+    // Chunk-sized reads, as the read-ahead thread makes.
     private long Drain(Stream zstd)
     {
         using (zstd)

@@ -253,8 +253,7 @@ public sealed unsafe class ReplayEngine : IDisposable
         {
             using var pipe = new EventPipeline(reader, limit - Events);
             while (pipe.TryNext(out ReadOnlySpan<TraceEvent> batch))
-                foreach (ref readonly TraceEvent ev in batch)
-                    Replay(in ev);
+                ReplayBatch(batch);
         }
         else
         {
@@ -264,6 +263,31 @@ public sealed unsafe class ReplayEngine : IDisposable
         sw.Stop();
         Elapsed += sw.Elapsed;
         CompileTime += System.Runtime.JitInfo.GetCompilationTime(currentThread: false) - jit0;
+    }
+
+    // How many events ahead ReplayBatch prefetches table slots: enough to cover a miss (~100-300 ns) at ~0.3 us
+    // per event, few enough that the slot is still in L1 when its event comes.
+    private const int PrefetchAhead = 4;
+
+    /// <summary>
+    /// Replays a run of events (as <see cref="Replay"/> does each), prefetching the pointer-table slot of the event
+    /// <see cref="PrefetchAhead"/> places on: the live-object and live-page tables are megabytes of random keys, and
+    /// their lookups were the replay loop's largest stalls.
+    /// </summary>
+    public void ReplayBatch(ReadOnlySpan<TraceEvent> events)
+    {
+        for (int i = 0; i < events.Length; i++)
+        {
+            if (i + PrefetchAhead < events.Length)
+            {
+                ref readonly TraceEvent next = ref events[i + PrefetchAhead];
+                if (next.Kind is EventKind.MmPageAlloc or EventKind.MmPageFree)
+                    _livePages.Prefetch(next.Pfn);
+                else
+                    _live.Prefetch(next.Ptr);
+            }
+            Replay(in events[i]);
+        }
     }
 
     /// <summary>Replays one event. <see cref="TraceEvent"/> string ids must refer to the table given by <see cref="Run"/> (or <see cref="UseStrings"/>).</summary>
