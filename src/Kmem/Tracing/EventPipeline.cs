@@ -35,7 +35,7 @@ internal sealed class EventPipeline : IDisposable
         _reader = reader;
         _limit = limit;
         for (int i = 0; i < BatchCount; i++)
-            _free.Add(new TraceEvent[BatchSize]);
+            _free.Add(GC.AllocateUninitializedArray<TraceEvent>(BatchSize)); // 3.5 MB each: no zeroing, every event is written before it is read
         _producer = new Thread(Produce) { IsBackground = true, Name = "kmem trace parse-ahead" };
         _producer.Start();
     }

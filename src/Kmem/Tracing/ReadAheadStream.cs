@@ -47,7 +47,7 @@ internal sealed class ReadAheadStream : ReadOnlyStream
     {
         _inner = inner;
         for (int i = 0; i < ChunkCount; i++)
-            _free.Add(new byte[Headroom + ChunkSize]);
+            _free.Add(GC.AllocateUninitializedArray<byte>(Headroom + ChunkSize)); // no zeroing: only written bytes are read
         _producer = new Thread(Produce) { IsBackground = true, Name = "kmem trace read-ahead" };
         _producer.Start();
     }
