@@ -55,9 +55,11 @@ public static class ReplayCommand
         IReplayObjects? objects = ObjectsFor(m);
         using var engine = new ReplayEngine(m, objects, new ReplayOptions { Mode = mode, MaxEvents = maxEvents, Top = top });
         ReplayReport report;
+        // Before the reader exists: its read-ahead thread would otherwise decompress chunks ahead during the wait,
+        // outside the replay's clock.
+        JitProfile.WaitForBackgroundCompile(TimeSpan.FromSeconds(1));
         using (var reader = new FtraceReader(path, readerOptions))
         {
-            JitProfile.WaitForBackgroundCompile(TimeSpan.FromSeconds(1));
             engine.Run(reader);
             JitProfile.NextPhase("report");
             report = ReplayReport.Capture(engine, Path.GetFileName(path), reader);
