@@ -147,6 +147,8 @@ public sealed unsafe class ReplayEngine : IDisposable
         _opt = options ?? new ReplayOptions();
         _doObjects = _opt.Mode != ReplayMode.Pages;
         _filterSlabPages = _opt.Mode == ReplayMode.Objects;
+        if (_opt.ParseAhead && Environment.ProcessorCount > 1)
+            EventPipeline.Reserve();
         _live = new PointerTable<LiveObject>(_opt.InitialTableCapacity);
         _livePages = new PointerTable<LivePage>(_opt.InitialTableCapacity);
         _skippedPfns = new PointerTable<byte>(_opt.InitialTableCapacity);

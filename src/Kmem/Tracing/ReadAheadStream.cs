@@ -47,7 +47,7 @@ internal sealed class ReadAheadStream : ReadOnlyStream
     {
         _inner = inner;
         for (int i = 0; i < ChunkCount; i++)
-            _free.Add(GC.AllocateUninitializedArray<byte>(Headroom + ChunkSize)); // no zeroing: only written bytes are read
+            _free.Add(LargeBufferCache<byte>.Rent(Headroom + ChunkSize)); // uninitialized: only written bytes are read
         _producer = new Thread(Produce) { IsBackground = true, Name = "kmem trace read-ahead" };
         _producer.Start();
     }
@@ -185,6 +185,11 @@ internal sealed class ReadAheadStream : ReadOnlyStream
             _producer.Join();
             _inner.Dispose();
             _stop.Dispose();
+            // Every chunk is in one of the queues or current; none is used after this (the reader is disposed too).
+            while (_free.TryTake(out byte[]? chunk)) LargeBufferCache<byte>.Return(chunk);
+            while (_full.TryTake(out var item)) LargeBufferCache<byte>.Return(item.Buffer);
+            LargeBufferCache<byte>.Return(_current);
+            _current = null;
             _free.Dispose();
             _full.Dispose();
         }
