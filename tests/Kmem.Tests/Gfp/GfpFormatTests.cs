@@ -161,17 +161,23 @@ public class GfpFormatTests
             GfpFormat.TryParse(texts[i % texts.Length], out _);
         }
 
-        long before = GC.GetAllocatedBytesForCurrentThread();
+        // Up to three measured passes, the first with zero bytes counts: under a loaded test run the tiered JIT can
+        // still be installing these methods' optimized code during the first pass, and that runtime work is charged
+        // to this thread. Code that allocated would allocate in every pass.
+        long allocated = -1;
         int total = 0;
-        for (int i = 0; i < 100_000; i++)
+        for (int pass = 0; pass < 3 && allocated != 0; pass++)
         {
-            GfpFormat.TryFormat(masks[i % masks.Length], buffer, out int written);
-            GfpFormat.TryParse(texts[i % texts.Length], out G parsed);
-            total += written + (int)((uint)parsed & 1);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100_000; i++)
+            {
+                GfpFormat.TryFormat(masks[i % masks.Length], buffer, out int written);
+                GfpFormat.TryParse(texts[i % texts.Length], out G parsed);
+                total += written + (int)((uint)parsed & 1);
+            }
+            allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         }
-
-        long after = GC.GetAllocatedBytesForCurrentThread();
         Assert.True(total > 0);
-        Assert.Equal(0, after - before);
+        Assert.Equal(0, allocated);
     }
 }
