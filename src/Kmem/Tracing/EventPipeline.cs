@@ -13,8 +13,9 @@ namespace Kmem.Tracing;
 internal sealed class EventPipeline : IDisposable
 {
     // 4 batches: one being filled, one being replayed, two queued to ride out scheduling jitter. A handoff to a
-    // thread that went to sleep costs a wake-up, which on a virtual machine (an IPI to an idle vCPU) was measured
-    // at ~0.1-0.2 ms: 4096-event batches lost ~7% of replay speed to them against 16384, 512-event ones ~35%.
+    // thread that went to sleep costs a wake-up, which on a virtual machine (an IPI to an idle vCPU) comes out at
+    // ~0.1-0.2 ms from how much smaller batches lost: 4096-event ones ~7% of replay speed against 16384, 512-event
+    // ones ~35% against 4096.
     // The first batch is small so that replay starts as soon as possible.
     private const int BatchCount = 4;
     private const int BatchSize = 16384;
