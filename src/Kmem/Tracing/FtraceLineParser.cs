@@ -54,9 +54,7 @@ internal sealed class FtraceLineParser
     private const int MaxHeader = 64;
     private readonly byte[] _header = new byte[MaxHeader];
     private int _headerLength;
-    private int _headerCpu, _headerPid, _headerCommId;
-    private TraceContextFlags _headerContext;
-    private byte _headerPreempt, _headerMigrate;
+    private (int Cpu, int Pid, int CommId, TraceContextFlags Context, byte Preempt, byte Migrate) _headerFields;
 
     public FtraceLineParser(TraceStringTable strings) => _strings = strings;
 
@@ -72,17 +70,10 @@ internal sealed class FtraceLineParser
         ev = default;
         if (!line.IsEmpty && line[^1] == (byte)'\r')
             line = line[..^1];
-        int pos;
         if (SameHeaderAsLast(line))
         {
-            ev.Cpu = _headerCpu;
-            ev.Pid = _headerPid;
-            ev.CommId = _headerCommId;
-            ev.Context = _headerContext;
-            ev.PreemptDepth = _headerPreempt;
-            ev.MigrateDisableDepth = _headerMigrate;
-            pos = _headerLength;
-            return ParseAfterHeader(line, pos, ref ev);
+            (ev.Cpu, ev.Pid, ev.CommId, ev.Context, ev.PreemptDepth, ev.MigrateDisableDepth) = _headerFields;
+            return ParseAfterHeader(line, _headerLength, ref ev);
         }
         _headerLength = 0;
         int i = SkipSpacesVector(line, 0);
@@ -90,7 +81,7 @@ internal sealed class FtraceLineParser
             return LineKind.Comment;
 
         // --- "comm-pid [cpu]": anchor on " [digits]".
-        int bracket = FindCpuColumn(line, i, out int cpu, out pos);
+        int bracket = FindCpuColumn(line, i, out int cpu, out int pos);
         if (bracket < 0)
             return IsLostNotice(line[i..]) ? LineKind.Lost : Fail(Errors.NoCpuColumn);
         ev.Cpu = cpu;
@@ -559,12 +550,7 @@ internal sealed class FtraceLineParser
             return; // outside what SameHeaderAsLast compares in two vector loads
         header.CopyTo(_header);
         _headerLength = header.Length;
-        _headerCpu = ev.Cpu;
-        _headerPid = ev.Pid;
-        _headerCommId = ev.CommId;
-        _headerContext = ev.Context;
-        _headerPreempt = ev.PreemptDepth;
-        _headerMigrate = ev.MigrateDisableDepth;
+        _headerFields = (ev.Cpu, ev.Pid, ev.CommId, ev.Context, ev.PreemptDepth, ev.MigrateDisableDepth);
     }
 
     // line starts with the remembered header (32-64 bytes: the first and the last 32 of them, overlapping).
