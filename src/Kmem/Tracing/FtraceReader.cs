@@ -33,8 +33,8 @@ namespace Kmem.Tracing;
  *    libzstd.so.1 when it loads (NativeZstdStream), else by managed ZstdSharp (FtraceReaderOptions.Zstd); the two
  *    give the same bytes. A corrupt or truncated file surfaces from TryRead as IOException (zstd's reason, or
  *    "Premature end of stream"), after the events decoded before the damage. With more than one core the
- *    decompressor runs one chunk ahead on a background thread (ReadAheadStream, 4 x 1 MiB), so decompression
- *    and parsing overlap.
+ *    decompressor runs one chunk ahead on a background thread (ReadAheadStream, 4 chunks of 4 MiB, the first
+ *    filled to 256 KiB), so decompression and parsing overlap.
  */
 
 /// <summary>
