@@ -33,7 +33,10 @@ public static class ReplayCommand
     // The trace's first events through a scratch machine of the same profile and CPUs; failures there do not matter.
     private static void WarmUp(string path, FtraceReaderOptions readerOptions, ReplayMode mode, MachineConfig cfg)
     {
-        using Machine scratch = BootOptions.Boot(new MachineConfig { Profile = cfg.Profile, Cpus = cfg.Cpus, RamBytes = 256L << 20 });
+        using Machine scratch = BootOptions.Boot(new MachineConfig
+        {
+            Profile = cfg.Profile, Cpus = cfg.Cpus, RamBytes = 256L << 20, ForceNoMemfd = cfg.ForceNoMemfd,
+        });
         using var engine = new ReplayEngine(scratch, ObjectsFor(scratch), new ReplayOptions { Mode = mode, MaxEvents = WarmUpEvents });
         using (var reader = new FtraceReader(path, readerOptions with { Strict = false }))
             engine.Run(reader);
