@@ -80,8 +80,8 @@ public static class ReplayCommand
         IReplayObjects? objects = ObjectsFor(m);
         using var engine = new ReplayEngine(m, objects, new ReplayOptions { Mode = mode, MaxEvents = maxEvents, Top = top });
         ReplayReport report;
-        // Before the reader exists: its read-ahead thread would otherwise decompress chunks ahead during the wait,
-        // outside the replay's clock.
+        // Start-up before the clock (see the remarks), and before the replay's reader exists: its read-ahead thread
+        // would otherwise decompress chunks ahead meanwhile, outside the clock.
         if (warmUp)
             WarmUp(path, readerOptions, mode, cfg);
         JitProfile.WaitForBackgroundCompile(TimeSpan.FromSeconds(1));

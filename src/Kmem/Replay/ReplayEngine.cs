@@ -39,9 +39,10 @@ namespace Kmem.Replay;
  *    and arrays. With ParseAhead (the default, on more than one core) the reader runs on its own thread and hands
  *    events over in batches (EventPipeline), so parsing and replaying overlap; the reader also decompresses one chunk
  *    ahead on a third thread. No per-event managed allocation once the tables are warm. Three threads on two cores
- *    balance: per event, parsing costs ~0.35-0.4 us of CPU, replay ~0.2-0.25 and decompression (libzstd) ~0.15, so
- *    the parse thread fills one core and replay plus decompression the other. Decompressing on the parse thread
- *    instead (two threads) would put ~0.5 us on the slowest thread; measured, it was slower (docs/benchmarks.md).
+ *    balance: per event, parsing and replaying cost ~0.3-0.35 us of CPU each and decompression (libzstd) ~0.15-0.25,
+ *    so no thread needs more than its share of the two cores. Decompressing on the parse thread instead (two
+ *    threads) would put the most work on one thread; measured, it was slower (docs/benchmarks.md). ReplayBatch
+ *    prefetches the table slot of the event a few places ahead, since table lookups were the loop's largest stalls.
  */
 
 /// <summary>Replays Linux kmem traces through a booted <see cref="Machine"/>. Single-threaded; one engine per replay.</summary>

@@ -5,8 +5,9 @@ namespace Kmem.Tracing;
 /// <summary>
 /// A read-only stream that runs its inner stream (a decompressor) on a background thread, one chunk ahead of
 /// the reader, so decompression and parsing overlap on two cores. Memory is bounded: <c>ChunkCount</c> chunks of
-/// <c>ChunkSize</c> bytes (the first one filled only to <c>FirstChunkSize</c>) circulate between a free queue and a full queue and are never reallocated. An
-/// exception of the inner stream is rethrown by <see cref="Read(byte[], int, int)"/> and <see cref="Lend"/>.
+/// <c>ChunkSize</c> bytes (the first one filled only to <c>FirstChunkSize</c>) circulate between a free queue and a
+/// full queue and are never reallocated (at the end they go to <see cref="LargeBufferCache{T}"/> for the next
+/// reader). An exception of the inner stream is rethrown by <see cref="Read(byte[], int, int)"/> and <see cref="Lend"/>.
 /// </summary>
 /// <remarks>
 /// Besides <see cref="Stream.Read(Span{byte})"/>, which copies, a chunk can be lent to the reader (<see cref="Lend"/>):
