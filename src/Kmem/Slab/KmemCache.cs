@@ -60,6 +60,7 @@ public sealed unsafe class KmemCache
     private readonly PageFrame* _mapBase;  // mem_map
     private readonly nuint _directBytes;   // size of the direct map (virt_to_page bound)
     private readonly int _slot;            // global thread-sheaf slot, 0: no sheaves (debug caches, or no slot left)
+    private readonly int _sheafOffset;     // that slot's sheaf in a thread's table (ThreadSheaves.OffsetOf)
     private readonly int _sheafCap;        // objects a thread sheaf of this cache holds (<= ThreadSheaves.MaxCapacity)
     private readonly int _sheafBatch;      // refill/flush batch: half a sheaf
 
@@ -110,6 +111,7 @@ public sealed unsafe class KmemCache
         _sheafCap = _size <= 256 ? ThreadSheaves.MaxCapacity : _size <= 1024 ? 16 : _size <= 4096 ? 8 : 4;
         _sheafBatch = _sheafCap / 2;
         _slot = _debug ? 0 : ThreadSheaves.Register(this);
+        _sheafOffset = ThreadSheaves.OffsetOf(_slot);
         _cpu = (KmemCacheCpu*)NativeMemory.AlignedAlloc((nuint)(_nrCpus * sizeof(KmemCacheCpu)), 64);
         for (int c = 0; c < _nrCpus; c++)
             _cpu[c] = new KmemCacheCpu { Slab = PageFrame.None, Partial = PageFrame.None };
@@ -190,21 +192,19 @@ public sealed unsafe class KmemCache
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void* AllocNoTrace(SheafTable* t, Gfp gfp)
     {
-        Sheaf* sh = ThreadSheaves.In(t, _slot);
-        if (sh != null)
+        if (t != null)
         {
+            Sheaf* sh = t->At(_sheafOffset);
             Volatile.Write(ref sh->Busy, 1);
-            if (Volatile.Read(ref sh->Stop) == 0)
+            // Empty (n = -1) and stopped (the sign bit) both compare as too large: one test for both.
+            int n = Volatile.Read(ref sh->Size) - 1;
+            if ((uint)n < ThreadSheaves.MaxCapacity)
             {
-                int n = sh->Size - 1;
-                if (n >= 0)
-                {
-                    nint obj = sh->Objects[n];
-                    sh->Close(n);
-                    *(nint*)(obj + _offset) = 0; // a live object never looks free (see FreeObject)
-                    if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
-                    return (void*)obj;
-                }
+                nint obj = sh->Objects[n];
+                sh->Close(n);
+                *(nint*)(obj + _offset) = 0; // a live object never looks free (see FreeObject)
+                if ((gfp & Gfp.Zero) != 0) NativeMemory.Clear((void*)obj, (nuint)ObjectSize);
+                return (void*)obj;
             }
             Volatile.Write(ref sh->Busy, 0);
         }
@@ -216,14 +216,15 @@ public sealed unsafe class KmemCache
     public void* Zalloc(Gfp gfp, [CallerMemberName] string caller = "") => Alloc(gfp | Gfp.Zero, caller);
 
     /// <summary>
-    /// The sheaf is empty (or missing, or being drained): take half a sheaf from the CPU layer in one CPU-lock round
-    /// trip, return one object and keep the rest in the sheaf. Debug caches have no sheaves and come here every time.
+    /// The sheaf is empty (or the thread has no table yet, or a drainer owns it): take half a sheaf from the CPU layer
+    /// in one CPU-lock round trip, return one object and keep the rest in the sheaf. Debug caches have no sheaves and
+    /// come here every time.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void* AllocSlow(Gfp gfp)
     {
         if (_slot == 0) return AllocCpu(gfp);
-        Sheaf* sh = ThreadSheaves.GetOrCreate(_slot);
+        Sheaf* sh = ThreadSheaves.GetOrCreate(_sheafOffset);
         nint* batch = stackalloc nint[ThreadSheaves.MaxCapacity];
         int got = AllocFromCpu(gfp, batch, _sheafBatch);
         if (got == 0) return null;
@@ -232,9 +233,9 @@ public sealed unsafe class KmemCache
         {
             int stored = 0;
             Volatile.Write(ref sh->Busy, 1);
-            if (Volatile.Read(ref sh->Stop) == 0)
+            int size = Volatile.Read(ref sh->Size);
+            if ((size & Sheaf.StopBit) == 0)
             {
-                int size = sh->Size;
                 stored = Math.Min(_sheafCap - size, got);
                 Buffer.MemoryCopy(batch + got - stored, sh->Objects + size, stored * sizeof(nint), stored * sizeof(nint));
                 sh->Size = size + stored;
@@ -437,7 +438,7 @@ public sealed unsafe class KmemCache
         int objects = ArchProfile.PageSize << order == _slabBytes ? _objects : SlabGeometry.OrderObjects(order, _size);
         page->Flags |= PageFlags.Slab;
         page->SlabCache = Id;
-        page->MapCount = _slot; // the sheaf slot, read by the free fast path without going through the cache
+        page->MapCount = _sheafOffset; // read by kfree's fast path without going through the cache
         page->ObjectsFrozen = 0;
         page->Objects = (ushort)objects;
         page->Inuse = 0;
@@ -479,7 +480,7 @@ public sealed unsafe class KmemCache
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
         PageFrame* page = HeadPage(mapBase, at);
         if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
-        FreeObject(page, (nint)x, SlabBase(window, mapBase, page), t, _slot);
+        FreeObject(page, (nint)x, SlabBase(window, mapBase, page), t, _sheafOffset);
     }
 
     /// <summary>
@@ -507,7 +508,7 @@ public sealed unsafe class KmemCache
     /// Busy window.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeObject(PageFrame* slab, nint x, nint slabBase, SheafTable* t, int slot)
+    internal void FreeObject(PageFrame* slab, nint x, nint slabBase, SheafTable* t, int sheafOffset)
     {
         nint objBase = slabBase + _bias;
         nint off = x - objBase;
@@ -524,20 +525,17 @@ public sealed unsafe class KmemCache
             FreeChecked(slab, x);
             return;
         }
-        Sheaf* sh = ThreadSheaves.In(t, slot);
-        if (sh != null)
+        if (t != null)
         {
+            Sheaf* sh = t->At(sheafOffset);
             *(nint*)link = key;
             Volatile.Write(ref sh->Busy, 1);
-            if (Volatile.Read(ref sh->Stop) == 0)
+            int n = Volatile.Read(ref sh->Size); // full and stopped (the sign bit) both fail the unsigned compare
+            if ((uint)n < (uint)_sheafCap)
             {
-                int n = sh->Size;
-                if (n < _sheafCap)
-                {
-                    sh->Objects[n] = x;
-                    sh->Close(n + 1);
-                    return;
-                }
+                sh->Objects[n] = x;
+                sh->Close(n + 1);
+                return;
             }
             Volatile.Write(ref sh->Busy, 0);
         }
@@ -574,14 +572,14 @@ public sealed unsafe class KmemCache
             return;
         }
         SetFreePointer(x, 0);
-        Sheaf* sh = ThreadSheaves.GetOrCreate(_slot);
+        Sheaf* sh = ThreadSheaves.GetOrCreate(_sheafOffset);
         nint* batch = stackalloc nint[ThreadSheaves.MaxCapacity + 1];
         int taken = 0;
         bool kept = false;
         Volatile.Write(ref sh->Busy, 1);
-        if (Volatile.Read(ref sh->Stop) == 0)
+        int n = Volatile.Read(ref sh->Size);
+        if ((n & Sheaf.StopBit) == 0)
         {
-            int n = sh->Size;
             if (n >= _sheafCap)
             {
                 taken = _sheafBatch;
@@ -960,13 +958,13 @@ public sealed unsafe class KmemCache
         ref nint dst = ref MemoryMarshal.GetReference(objects);
         nint offset = _offset;
         int i = 0;
-        Sheaf* sh = ThreadSheaves.Current(_slot);
+        Sheaf* sh = ThreadSheaves.Current(_sheafOffset);
         if (sh != null)
         {
             Volatile.Write(ref sh->Busy, 1);
-            if (Volatile.Read(ref sh->Stop) == 0)
+            int size = Volatile.Read(ref sh->Size);
+            if ((size & Sheaf.StopBit) == 0)
             {
-                int size = sh->Size;
                 i = Math.Min(n, size);
                 size -= i;
                 nint* src = sh->Objects + size;
@@ -1044,17 +1042,17 @@ public sealed unsafe class KmemCache
     /// </remarks>
     private int FreeRunToSheaf(ref nint objs, int n)
     {
-        Sheaf* sh = ThreadSheaves.Current(_slot);
+        Sheaf* sh = ThreadSheaves.Current(_sheafOffset);
         if (sh == null) return 0;
-        int room = _sheafCap - Volatile.Read(ref sh->Size);
+        int room = _sheafCap - (Volatile.Read(ref sh->Size) & ~Sheaf.StopBit);
         int marked = MarkFreeRun(ref objs, Math.Min(n, room));
         if (marked == 0) return 0;
         fixed (nint* p = &objs) // the caller's span may be a managed array
         {
             Volatile.Write(ref sh->Busy, 1);
-            if (Volatile.Read(ref sh->Stop) == 0)
+            int size = Volatile.Read(ref sh->Size);
+            if ((size & Sheaf.StopBit) == 0)
             {
-                int size = sh->Size;
                 Buffer.MemoryCopy(p, sh->Objects + size, marked * sizeof(nint), marked * sizeof(nint));
                 sh->Close(size + marked);
                 return marked;

@@ -21,14 +21,14 @@ namespace Kmem.Slab;
 /// 2. Data structures. <see cref="KmemCache"/>: layout (<see cref="SlabGeometry"/>), per-CPU
 ///    <c>KmemCacheCpu</c> (native, 64 bytes each: lockless-in-effect freelist, CPU slab, CPU partial list) and one
 ///    node (list_lock, partial list, nr_partial, nr_slabs, total_objects). In front of the CPU layer, per thread:
-///    a <see cref="Sheaf"/> (native array of up to 32 free objects, Linux 6.18's slab_sheaf owned by a thread instead
-///    of a CPU), found through the thread's <see cref="SheafTable"/> by the cache's global sheaf slot
+///    a <see cref="Sheaf"/> (up to 32 free objects, Linux 6.18's slab_sheaf owned by a thread instead of a CPU),
+///    inline in the thread's <see cref="SheafTable"/> at the cache's sheaf offset, fixed by its global sheaf slot
 ///    (<see cref="ThreadSheaves"/>). The slab descriptor is the head
 ///    <see cref="PageFrame"/>: <c>Flags</c> has Slab; <c>SlabCache</c> = cache id; <c>Freelist</c> = first free object
 ///    not owned by a CPU; <c>Inuse</c>, <c>Objects</c>, <c>Frozen</c>; <c>Next/Prev</c> = node partial links (PFNs) or
 ///    the CPU partial chain (Next only); <c>Mapping</c> = state bits (OnNodePartial, OnCpuPartial, RcuPending | stamp);
-///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf slot (0: none), where Linux keeps the slab
-///    page_type, so kfree finds the thread's sheaf from the page without loading the cache first.
+///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf offset (slot 0's for none), where Linux keeps the
+///    slab page_type, so kfree finds the thread's sheaf from the page without loading the cache first.
 /// 3. Slab states (flag combinations, asserted by <see cref="KmemCache.CheckInvariants"/>):
 ///    CPU slab: Frozen, on no list, c->slab == pfn; objects split between c->freelist (CPU only) and slab->freelist
 ///    (remote frees); Inuse counts c->freelist objects as in use.
@@ -60,13 +60,14 @@ namespace Kmem.Slab;
 ///    page allocator's free path, which never reclaims; AllocPages is never called under s_lock, so no shrinker
 ///    runs under it).
 /// 5. Fast paths (AggressiveInlining), no atomic instruction on either:
-///    alloc = find the thread's sheaf (one [ThreadStatic] load, then a load: every thread's table has
-///    <see cref="ThreadSheaves.MaxSlots"/> entries and slot 0, the slot of caches without sheaves, is always empty, so
-///    there is no bounds or "has sheaves" test), open its window, pop, close it, clear the link word. kmalloc's class comes from the size_index span up to 192 bytes (RVA data: a constant
-///    size and gfp fold to one load of the cache), from a 1 KiB table above. Free = load the thread's sheaf table
+///    alloc = find the thread's sheaf (one [ThreadStatic] load and an add: every thread's table holds
+///    <see cref="ThreadSheaves.MaxSlots"/> sheaves inline, and slot 0's, the slot of caches without sheaves, is
+///    stopped for good, so there is no bounds or "has sheaves" test and no pointer to chase), open its window, pop,
+///    close it, clear the link word. kmalloc's class comes from the size_index span up to 192 bytes (RVA data: a
+///    constant size and gfp fold to one load of the cache), from a 1 KiB table above. Free = load the thread's sheaf table
 ///    first (on Linux a [ThreadStatic] load is a call into the TLS resolver: made before the checks nothing has to
 ///    survive it, and where an alloc and a free inline into one method the JIT shares one resolver call between them;
-///    kfree takes the sheaf slot from the slab's MapCount, kmem_cache_free from the cache), then virt_to_page on
+///    kfree takes the sheaf offset from the slab's MapCount, kmem_cache_free from the cache), then virt_to_page on
 ///    cached fields, compound_head, check Slab and cache id, check the
 ///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to null or an
 ///    object of this slab (a free object's always does, a live one's never does: the alloc paths clear it), write the encoded null
@@ -75,15 +76,21 @@ namespace Kmem.Slab;
 ///    object sitting in any sheaf or on any freelist, confirmed in the cold path by draining the sheaves and walking
 ///    the freelists; __slab_free's head == prior test stays as a second line.
 ///    Sheaf ownership (what replaces preempt_disable): only the owning thread changes Size/Objects, and only inside
-///    a window: <c>Busy = 1; if (Stop == 0) { ...; Size = n, Busy = 0 }</c>, the last being one 8-byte store of
-///    Size and Busy together (<see cref="Sheaf.Close"/>; plain stores; no locks, calls, waits or throws inside; on
-///    Cascade Lake, with one store port, each store saved on these paths shows). A drainer (flush_all, shrink, destroy, the double-free confirmation, LiveObjects readers need none)
-///    holds the registry lock, sets Stop on every thread's sheaf of the cache, issues
-///    <see cref="Interlocked.MemoryBarrierProcessWide"/> (sys_membarrier: every running thread passes a full barrier),
-///    waits for Busy == 0, empties the sheaf into the CPU layer and clears Stop. Invariant: after the barrier an owner
-///    either has its Busy = 1 visible to the drainer (the drainer waits) or reads Stop == 1 (it takes the slow path
-///    without touching the sheaf), so the owner and a drainer never both touch a sheaf (asymmetric Dekker). A
-///    race would show as an object in two places: the stress tests tag objects and check nobody overwrote them.
+///    a window: <c>Busy = 1; n = Size; if ((uint)(n - 1) &lt; cap) { ...; Size = n', Busy = 0 }</c>. The stop flag is
+///    the sign bit of Size (<see cref="Sheaf.StopBit"/>), so that one unsigned compare rejects a stopped sheaf with an
+///    empty (alloc) or full (free) one; the close is one 8-byte store of Size and Busy together
+///    (<see cref="Sheaf.Close"/>; plain stores; no locks, calls, waits or throws inside; on Cascade Lake, with one
+///    store port, each store saved on these paths shows). A drainer (flush_all, shrink, destroy, the double-free
+///    confirmation; LiveObjects readers need none) holds the registry lock, ORs the stop bit into every non-empty
+///    sheaf of the cache, issues <see cref="Interlocked.MemoryBarrierProcessWide"/> (sys_membarrier: every running
+///    thread passes a full barrier), waits for Busy == 0 and checks the bit survived: a window that had read Size
+///    before the bit was set closes by writing a size without it, and then the drainer sets it again and retries
+///    (<c>ThreadSheaves.ClaimRetries</c> counts these). Once the bit survives a Busy == 0 the drainer owns the sheaf:
+///    it empties it into the CPU layer and writes Size = 0, which also clears the bit. Invariant: after the barrier
+///    an owner either has its Busy = 1 visible to the drainer (the drainer waits) or reads the bit (it takes the slow
+///    path without touching the sheaf), so the owner and a drainer never both touch a sheaf (asymmetric Dekker). A
+///    race would show as an object in two places: the stress tests tag objects and check nobody overwrote them, and
+///    SheafTests races drains against an owner until a retry has happened.
 ///    Slow paths (NoInlining): an empty sheaf takes half a sheaf (16) from the CPU layer in one CPU-lock round trip;
 ///    a full one gives its older half back the same way (CPU-slab objects onto c->freelist, others to __slab_free as
 ///    one chain per slab). So the CPU lock (one CAS) is taken once per 16 operations instead of on every one. Debug
@@ -488,7 +495,7 @@ public sealed unsafe class SlabAllocator : IDisposable
             if ((page->Flags & PageFlags.Slab) != 0
                 && Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), page->SlabCache & (MaxCaches - 1)) is { } s)
             {
-                // The slab's sheaf slot comes from its MapCount: see KmemCache.FreeObject.
+                // The slab's MapCount holds its cache's sheaf offset: the thread's sheaf without loading the cache first.
                 s.FreeObject(page, (nint)p, KmemCache.SlabBase(window, mapBase, page), t, page->MapCount);
                 return;
             }

@@ -1,28 +1,38 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Kmem.Physical;
 
 namespace Kmem.Slab;
 
 /// <summary>
 /// A thread sheaf: one thread's array of free objects of one cache (Linux 6.18's <c>struct slab_sheaf</c>, owned by a
-/// thread instead of a CPU). Native, 64-byte aligned, <see cref="ThreadSheaves.MaxCapacity"/> slots.
+/// thread instead of a CPU). 64-byte aligned, <see cref="ThreadSheaves.MaxCapacity"/> slots, inline in its thread's
+/// <see cref="SheafTable"/>.
 /// </summary>
 /// <remarks>
 /// Ownership (see <see cref="SlabAllocator"/> design, section 5): only the owning thread changes <see cref="Size"/>
-/// and <see cref="Objects"/>, and only between <c>Busy = 1</c> and <c>Busy = 0</c> after reading <c>Stop == 0</c>.
-/// A drainer sets <see cref="Stop"/>, issues a process-wide barrier, waits for <c>Busy == 0</c>, then owns the sheaf
-/// until it clears <see cref="Stop"/>.
+/// and <see cref="Objects"/>, and only between <c>Busy = 1</c> and <c>Busy = 0</c> after reading a
+/// <see cref="Size"/> without <see cref="StopBit"/>. A drainer sets that bit, issues a process-wide barrier, waits for
+/// <c>Busy == 0</c> and checks the bit survived (an owner's window that began before the bit was set ends with a
+/// <see cref="Close"/> that writes the size without it); then it owns the sheaf until it writes Size.
 /// </remarks>
 [StructLayout(LayoutKind.Explicit, Size = 16)]
 internal unsafe struct Sheaf
 {
-    /// <summary>Objects held; Objects[0..Size) are free objects of the slot's cache (link word = encoded null).</summary>
+    /// <summary>
+    /// Set in <see cref="Size"/> while a drainer claims or owns the sheaf. In the sign bit, one unsigned compare of
+    /// the size with the capacity rejects a stopped sheaf together with an empty or a full one, so a fast path reads
+    /// one word, not a size and a stop flag.
+    /// </summary>
+    public const int StopBit = int.MinValue;
+
+    /// <summary>Objects held (Objects[0..Size) are free objects of the slot's cache, link word = encoded null), | <see cref="StopBit"/>.</summary>
     [FieldOffset(0)] public int Size;
     /// <summary>1 while the owner is inside a sheaf window (no locks, no calls, no waiting inside one).</summary>
     [FieldOffset(4)] public int Busy;
-    /// <summary>1 while a drainer owns the sheaf; the owner then takes the CPU path.</summary>
-    [FieldOffset(8)] public int Stop;
+    /// <summary>Drainer-private (under the registry lock): 1 when this drain set <see cref="StopBit"/> here.</summary>
+    [FieldOffset(8)] public int Marked;
 
     /// <summary>
     /// Close the owner's window and publish the new size in one 8-byte store (Size at 0, Busy at 4, so the high half
@@ -41,20 +51,20 @@ internal unsafe struct Sheaf
 }
 
 /// <summary>
-/// One thread's sheaves, indexed by a cache's global sheaf slot (native; <c>Sheaves[MaxSlots]</c> follows the header).
-/// Every table has <see cref="ThreadSheaves.MaxSlots"/> entries, so a fast path indexes it without a bounds check.
+/// One thread's sheaves: a 64-byte header, then one <see cref="Sheaf"/> per global sheaf slot, inline at
+/// <see cref="ThreadSheaves.OffsetOf"/>(slot). An anonymous mapping of <see cref="ThreadSheaves.TableBytes"/>
+/// (640 KiB of address space); only the pages of the slots a thread uses are ever written, so it costs a few pages
+/// of memory. A fast path finds its sheaf by adding the cache's offset to the table address: no load, no null test.
 /// </summary>
-[StructLayout(LayoutKind.Explicit, Size = 16)]
+[StructLayout(LayoutKind.Explicit, Size = 64)]
 internal unsafe struct SheafTable
 {
     /// <summary>Managed thread id of the owner (for reports; 0 once the thread has exited).</summary>
     [FieldOffset(0)] public int ThreadId;
 
-    public Sheaf** Sheaves
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => (Sheaf**)((byte*)Unsafe.AsPointer(ref this) + 16);
-    }
+    /// <summary>The sheaf at <paramref name="offset"/> (an <see cref="ThreadSheaves.OffsetOf"/> value).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Sheaf* At(int offset) => (Sheaf*)((byte*)Unsafe.AsPointer(ref this) + offset);
 }
 
 /// <summary>
@@ -62,11 +72,13 @@ internal unsafe struct SheafTable
 /// machines may live in one process), every thread's <see cref="SheafTable"/>, draining, and thread-exit flush.
 /// </summary>
 /// <remarks>
-/// Locking: <c>s_lock</c> (global; after slab_mutex, before every slab lock) protects s_slots, s_tables, the growth of
-/// a table and every drain. A thread's table pointer is published in a [ThreadStatic] and only replaced by its owner,
-/// under s_lock. Thread exit: the table's managed owner object (<see cref="TableOwner"/>) is rooted only by the
-/// thread's [ThreadStatic]; once the thread is gone a GC finalizes it, and the finalizer returns the objects to their
-/// caches through the CPU layer and frees the table.
+/// Locking: <c>s_lock</c> (global; after slab_mutex, before every slab lock) protects s_slots, s_tables and every
+/// drain. A thread's table pointer is published in a [ThreadStatic] once, by its owner, under s_lock. Slot 0's sheaf
+/// is stopped for good (<see cref="Sheaf.StopBit"/> set when the table is made, never drained): it is the slot of
+/// caches without sheaves, whose fast paths thus fail into their slow paths without a test of their own. Thread
+/// exit: the table's managed owner object (<see cref="TableOwner"/>) is rooted only by the thread's [ThreadStatic];
+/// once the thread is gone a GC finalizes it, and the finalizer returns the objects to their caches through the CPU
+/// layer and unmaps the table.
 /// </remarks>
 internal static unsafe class ThreadSheaves
 {
@@ -77,27 +89,35 @@ internal static unsafe class ThreadSheaves
     public const int MaxCapacity = 32;
 
     /// <summary>
-    /// Sheaf slots in the process (every thread's table has this many entries: 16 KiB). Slot 0 never has a sheaf:
-    /// it is the slot of caches without sheaves (debug caches, or every slot taken), so the fast paths need no
-    /// separate test for them. Slots are process-wide because several machines may live in one process.
+    /// Sheaf slots in the process, slot 0 included (the stopped slot of caches without sheaves). Slots are
+    /// process-wide because several machines may live in one process.
     /// </summary>
     public const int MaxSlots = 2048;
     private const int SheafBytes = 16 + MaxCapacity * 8 + 48; // header + slots, rounded to 64-byte lines (320)
+    private const int HeaderBytes = 64;
+
+    /// <summary>Bytes of a thread's table mapping (the header and every slot's sheaf).</summary>
+    public const int TableBytes = HeaderBytes + MaxSlots * SheafBytes;
 
     private static readonly Lock s_lock = new();
     private static readonly KmemCache?[] s_slots = new KmemCache?[MaxSlots];
     private static readonly List<nint> s_tables = new();
+    private static int s_slotsEnd = 1; // one past the highest slot ever registered (loops over a table stop there)
 
     [ThreadStatic] private static SheafTable* t_table;
     [ThreadStatic] private static TableOwner? t_owner;
 
-    /// <summary>The calling thread's sheaf for <paramref name="slot"/>, or null when it has none yet.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Sheaf* Current(int slot) => In(t_table, slot);
+    /// <summary>Offset of <paramref name="slot"/>'s sheaf from its table's start (what a cache and its slabs keep).</summary>
+    public static int OffsetOf(int slot)
+    {
+        Debug.Assert((uint)slot < MaxSlots);
+        return HeaderBytes + slot * SheafBytes;
+    }
 
     /// <summary>
-    /// The calling thread's table, or null (the [ThreadStatic] load alone: on Linux a call into the TLS resolver,
-    /// which clobbers the caller-saved registers, so the free paths make it first, before their checks).
+    /// The calling thread's table, or null before its first slow path (the [ThreadStatic] load alone: on Linux a
+    /// call into the TLS resolver, which clobbers the caller-saved registers, so the free paths make it first, before
+    /// their checks).
     /// </summary>
     public static SheafTable* Table
     {
@@ -105,39 +125,32 @@ internal static unsafe class ThreadSheaves
         get => t_table;
     }
 
-    /// <summary>
-    /// The sheaf for <paramref name="slot"/> (0 &lt;= slot &lt; <see cref="MaxSlots"/>, as every cache's slot is) in
-    /// <paramref name="t"/> (the calling thread's <see cref="Table"/>), or null.
-    /// </summary>
+    /// <summary>The calling thread's sheaf at <paramref name="offset"/>, or null when the thread has no table yet.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Sheaf* In(SheafTable* t, int slot)
+    public static Sheaf* Current(int offset)
     {
-        Debug.Assert((uint)slot < MaxSlots);
-        return t != null ? t->Sheaves[(uint)slot] : null;
+        SheafTable* t = t_table;
+        return t != null ? t->At(offset) : null;
     }
 
-    /// <summary>The calling thread's sheaf for <paramref name="slot"/> (not 0), created (and the thread registered) if needed.</summary>
+    /// <summary>The calling thread's sheaf at <paramref name="offset"/>, its table made (and the thread registered) if needed.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static Sheaf* GetOrCreate(int slot)
+    public static Sheaf* GetOrCreate(int offset)
     {
-        Debug.Assert(slot > 0 && slot < MaxSlots);
-        Sheaf* sh = Current(slot);
-        if (sh != null) return sh;
+        SheafTable* t = t_table;
+        if (t != null) return t->At(offset);
         lock (s_lock)
         {
-            SheafTable* t = t_table;
-            if (t == null)
-            {
-                t = (SheafTable*)NativeMemory.AllocZeroed((nuint)(16 + MaxSlots * sizeof(Sheaf*)));
-                t->ThreadId = Environment.CurrentManagedThreadId;
-                s_tables.Add((nint)t);
-                t_table = t;
-                (t_owner ??= new TableOwner()).Table = t;
-            }
-            sh = (Sheaf*)NativeMemory.AlignedAlloc(SheafBytes, 64);
-            NativeMemory.Clear(sh, SheafBytes);
-            t->Sheaves[slot] = sh;
-            return sh;
+            nint p = Libc.mmap(0, TableBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
+            if (p == Libc.MAP_FAILED)
+                throw new OutOfMemoryException($"kmem: no address space for a thread's sheaf table ({TableBytes} bytes, errno {Marshal.GetLastPInvokeError()})");
+            t = (SheafTable*)p; // zeroed by the kernel: every sheaf empty, no stop bit
+            t->ThreadId = Environment.CurrentManagedThreadId;
+            t->At(OffsetOf(0))->Size = Sheaf.StopBit;
+            s_tables.Add(p);
+            (t_owner ??= new TableOwner()).Table = t;
+            t_table = t;
+            return t->At(offset);
         }
     }
 
@@ -149,6 +162,7 @@ internal static unsafe class ThreadSheaves
             int slot = Array.IndexOf(s_slots, null, 1);
             if (slot < 0) return 0;
             s_slots[slot] = cache;
+            s_slotsEnd = Math.Max(s_slotsEnd, slot + 1);
             return slot;
         }
     }
@@ -175,47 +189,73 @@ internal static unsafe class ThreadSheaves
 
     private static void DrainLocked(int slot, KmemCache? cache)
     {
-        int n = 0;
+        int offset = OffsetOf(slot);
+        int marked = 0;
         foreach (nint tp in s_tables)
         {
-            var t = (SheafTable*)tp;
-            if (t->Sheaves[slot] != null)
-            {
-                Volatile.Write(ref t->Sheaves[slot]->Stop, 1);
-                n++;
-            }
+            Sheaf* sh = ((SheafTable*)tp)->At(offset);
+            // An empty sheaf has nothing to give; a push racing with this read counts as coming after the drain.
+            // (Reading also leaves the untouched pages of other slots unwritten.)
+            if (Volatile.Read(ref sh->Size) == 0) continue;
+            sh->Marked = 1; // 0 again before this drain ends
+            Interlocked.Or(ref sh->Size, Sheaf.StopBit);
+            marked++;
         }
-        if (n == 0) return;
+        if (marked == 0) return;
         // Dekker without a fence on the owner's side: after this, every owner either has its Busy = 1 visible here or
-        // will read Stop == 1 (sys_membarrier / FlushProcessWriteBuffers serialises every running thread).
+        // reads the stop bit (sys_membarrier / FlushProcessWriteBuffers serialises every running thread).
         Interlocked.MemoryBarrierProcessWide();
         foreach (nint tp in s_tables)
         {
-            var t = (SheafTable*)tp;
-            if (t->Sheaves[slot] == null) continue;
-            Sheaf* sh = t->Sheaves[slot];
+            Sheaf* sh = ((SheafTable*)tp)->At(offset);
+            if (sh->Marked == 0) continue;
+            sh->Marked = 0;
+            int size = Claim(sh);
+            if (size < 0) continue;
+            if (size != 0 && cache != null) cache.FlushToCpu(sh->Objects, size);
+            Volatile.Write(ref sh->Size, 0); // clears the stop bit: the owner's windows work again
+        }
+    }
+
+    /// <summary>
+    /// Finish claiming a sheaf whose stop bit this drain set before its barrier: the objects it holds, the sheaf now
+    /// the drainer's until it writes Size; or -1 when the owner emptied it meanwhile (nothing to take, not claimed).
+    /// </summary>
+    /// <remarks>
+    /// A window the owner opened before the bit was set may still be open; once Busy reads 0 it has closed, and its
+    /// <see cref="Sheaf.Close"/> wrote the size without the bit. Then the bit is set again behind a new barrier, which
+    /// only a window open at that moment can undo in turn: each retry needs the owner to be inside its few-nanosecond
+    /// window just when the bit is set, so a drain ends after a retry or two even against a thread allocating flat out.
+    /// </remarks>
+    private static int Claim(Sheaf* sh)
+    {
+        while (true)
+        {
             if (Volatile.Read(ref sh->Busy) != 0)
             {
                 var spin = new SpinWait();
                 do spin.SpinOnce(); while (Volatile.Read(ref sh->Busy) != 0);
             }
-            int size = sh->Size;
-            sh->Size = 0;
-            if (size != 0 && cache != null) cache.FlushToCpu(sh->Objects, size);
-            Volatile.Write(ref sh->Stop, 0);
+            int size = Volatile.Read(ref sh->Size);
+            if ((size & Sheaf.StopBit) != 0) return size & ~Sheaf.StopBit;
+            if (size == 0) return -1;
+            ClaimRetries++;
+            Interlocked.Or(ref sh->Size, Sheaf.StopBit);
+            Interlocked.MemoryBarrierProcessWide();
         }
     }
+
+    /// <summary>Times a drain found its stop bit undone by an owner's closing window and set it again (under s_lock).</summary>
+    internal static long ClaimRetries { get; private set; }
 
     /// <summary>Objects held in all threads' sheaves for <paramref name="slot"/> (exact when no alloc/free is running).</summary>
     public static long Held(int slot)
     {
+        int offset = OffsetOf(slot);
         long n = 0;
         lock (s_lock)
             foreach (nint tp in s_tables)
-            {
-                var t = (SheafTable*)tp;
-                if (t->Sheaves[slot] != null) n += Volatile.Read(ref t->Sheaves[slot]->Size);
-            }
+                n += Volatile.Read(ref ((SheafTable*)tp)->At(offset)->Size) & ~Sheaf.StopBit;
         return n;
     }
 
@@ -228,29 +268,28 @@ internal static unsafe class ThreadSheaves
     /// <summary>Does <paramref name="table"/> belong to the calling thread? (Debug checks.)</summary>
     internal static bool IsCurrentThreads(SheafTable* table) => table == t_table;
 
-    /// <summary>Thread exit: give every sheaf's objects back to its cache and free the table.</summary>
+    /// <summary>Thread exit: give every sheaf's objects back to its cache and unmap the table.</summary>
     private static void ThreadExited(SheafTable* t)
     {
         lock (s_lock)
         {
             Debug.Assert(!IsCurrentThreads(t));
             s_tables.Remove((nint)t);
-            for (int slot = 0; slot < MaxSlots; slot++)
+            for (int slot = 1; slot < s_slotsEnd; slot++)
             {
-                Sheaf* sh = t->Sheaves[slot];
-                if (sh == null) continue;
-                // The owner is gone: no window can be open. A live cache in the slot owns the objects.
-                if (sh->Size != 0 && s_slots[slot] is { } cache) cache.FlushToCpu(sh->Objects, sh->Size);
-                NativeMemory.AlignedFree(sh);
+                Sheaf* sh = t->At(OffsetOf(slot));
+                // The owner is gone: no window can be open, and a drain (which takes s_lock) cannot be half done.
+                int size = sh->Size & ~Sheaf.StopBit;
+                if (size != 0 && s_slots[slot] is { } cache) cache.FlushToCpu(sh->Objects, size);
             }
-            NativeMemory.Free(t);
+            Libc.munmap((nint)t, TableBytes);
         }
     }
 
     /// <summary>Rooted only by its thread's [ThreadStatic]: finalized after the thread exits.</summary>
     private sealed class TableOwner
     {
-        /// <summary>The thread's current table (replaced under s_lock when it grows).</summary>
+        /// <summary>The thread's table.</summary>
         public SheafTable* Table;
 
         ~TableOwner()
