@@ -61,7 +61,7 @@ public struct PageFrame
     [FieldOffset(0)] public PageFlags Flags;
     /// <summary>_refcount: 0 when free; 1 when allocated (set_page_refcounted).</summary>
     [FieldOffset(8)] public int RefCount;
-    /// <summary>_mapcount: user mappings of the page (-1 = none, as Linux). Slab head pages: the cache's thread-sheaf slot (-1: none).</summary>
+    /// <summary>_mapcount: user mappings of the page (-1 = none, as Linux). Slab head pages: the cache's thread-sheaf offset (ThreadSheaves.OffsetOf).</summary>
     [FieldOffset(12)] public int MapCount;
     [FieldOffset(16)] public int Next;
     [FieldOffset(20)] public int Prev;
@@ -76,7 +76,7 @@ public struct PageFrame
     [FieldOffset(28)] public int CompoundHead;
     /// <summary>Slab: first free object (host address), or 0.</summary>
     [FieldOffset(32)] public nint Freelist;
-    /// <summary>Slab: the owning cache's id (index into the slab registry).</summary>
+    /// <summary>Slab: the owning cache's id (index into the slab registry, from 1); 0 on every page that is not a slab head.</summary>
     [FieldOffset(40)] public int SlabCache;
     /// <summary>Slab: objects in use.</summary>
     [FieldOffset(44)] public ushort Inuse;

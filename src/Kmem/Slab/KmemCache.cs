@@ -45,11 +45,12 @@ public sealed unsafe class KmemCache
 
     // Hot, immutable after create (merging can grow ObjectSize/Inuse within Size, never the layout).
     private readonly int _size;
-    private readonly int _offset;
+    private readonly nint _offset;         // free pointer offset (nint, as _bias and _sheafOffset: the fast paths add them to addresses unwidened)
     private readonly int _objects;
     private readonly int _order;
-    private readonly int _bias;            // red_left_pad: object = slot + bias
+    private readonly nint _bias;           // red_left_pad: object = slot + bias
     private readonly int _slabBytes;
+    private readonly nuint _sizeN;         // _size, for the free paths' span multiply
     private readonly ulong _divisible;     // Lemire: n % size == 0  <=>  n * _divisible <= _divisible - 1
     private readonly nint _random;         // freelist pointer hardening key (s->random)
     private readonly bool _debug;          // red zone / poison / store user: write the metadata
@@ -60,7 +61,7 @@ public sealed unsafe class KmemCache
     private readonly PageFrame* _mapBase;  // mem_map
     private readonly nuint _directBytes;   // size of the direct map (virt_to_page bound)
     private readonly int _slot;            // global thread-sheaf slot, 0: no sheaves (debug caches, or no slot left)
-    private readonly int _sheafOffset;     // that slot's sheaf in a thread's table (ThreadSheaves.OffsetOf)
+    private readonly nint _sheafOffset;    // that slot's sheaf in a thread's table (ThreadSheaves.OffsetOf)
     private readonly int _sheafCap;        // objects a thread sheaf of this cache holds (<= ThreadSheaves.MaxCapacity)
     private readonly int _sheafBatch;      // refill/flush batch: half a sheaf
 
@@ -91,6 +92,7 @@ public sealed unsafe class KmemCache
         ObjectSize = g.ObjectSize;
         Inuse = g.Inuse;
         _size = g.Size;
+        _sizeN = (nuint)g.Size;
         _offset = g.Offset;
         _objects = g.Objects;
         _order = g.Order;
@@ -438,7 +440,7 @@ public sealed unsafe class KmemCache
         int objects = ArchProfile.PageSize << order == _slabBytes ? _objects : SlabGeometry.OrderObjects(order, _size);
         page->Flags |= PageFlags.Slab;
         page->SlabCache = Id;
-        page->MapCount = _sheafOffset; // read by kfree's fast path without going through the cache
+        page->MapCount = (int)_sheafOffset; // read by kfree's fast path without going through the cache
         page->ObjectsFrozen = 0;
         page->Objects = (ushort)objects;
         page->Inuse = 0;
@@ -479,7 +481,8 @@ public sealed unsafe class KmemCache
         nuint at = (nuint)((byte*)x - window); // virt_to_page on cached fields
         if (at >= _directBytes) { _owner.BadFreeOutside(this, x, "kmem_cache_free"); return; }
         PageFrame* page = HeadPage(mapBase, at);
-        if ((page->Flags & PageFlags.Slab) == 0 || page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
+        // SlabCache alone: it is nonzero only on a slab's head page (ids start at 1; FreeSlabPages clears it).
+        if (page->SlabCache != Id) { _owner.BadFreeWrongCache(this, page, x); return; }
         FreeObject(page, (nint)x, SlabBase(window, mapBase, page), t, _sheafOffset);
     }
 
@@ -508,11 +511,11 @@ public sealed unsafe class KmemCache
     /// Busy window.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal void FreeObject(PageFrame* slab, nint x, nint slabBase, SheafTable* t, int sheafOffset)
+    internal void FreeObject(PageFrame* slab, nint x, nint slabBase, SheafTable* t, nint sheafOffset)
     {
         nint objBase = slabBase + _bias;
         nint off = x - objBase;
-        nuint span = (nuint)(slab->Objects * _size);
+        nuint span = slab->Objects * _sizeN;
         if (!IsSlotOffset(off, span))
         {
             FreeChecked(slab, x);
@@ -1082,9 +1085,9 @@ public sealed unsafe class KmemCache
             nuint at = (nuint)((byte*)x - window);
             if (at >= _directBytes) return i;
             PageFrame* slab = HeadPage(mapBase, at);
-            if ((slab->Flags & PageFlags.Slab) == 0 || slab->SlabCache != Id) return i;
+            if (slab->SlabCache != Id) return i; // nonzero only on a slab's head page, as in Free
             nint objBase = SlabBase(window, mapBase, slab) + _bias;
-            nuint span = (nuint)(slab->Objects * _size);
+            nuint span = slab->Objects * _sizeN;
             if ((nuint)(x - objBase) >= span) return i; // in the slab's pages, past its last object
             // The run of this slab: x - objBase < span also tells the next object is still in it.
             do
@@ -1324,7 +1327,7 @@ public sealed unsafe class KmemCache
         }
         if ((Flags & SlabFlags.RedZone) != 0)
         {
-            new Span<byte>(p - _bias, _bias).Fill(red);
+            new Span<byte>(p - _bias, (int)_bias).Fill(red);
             new Span<byte>(p + ObjectSize, Inuse - ObjectSize).Fill(red);
         }
     }

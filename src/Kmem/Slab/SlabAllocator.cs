@@ -24,7 +24,8 @@ namespace Kmem.Slab;
 ///    a <see cref="Sheaf"/> (up to 32 free objects, Linux 6.18's slab_sheaf owned by a thread instead of a CPU),
 ///    inline in the thread's <see cref="SheafTable"/> at the cache's sheaf offset, fixed by its global sheaf slot
 ///    (<see cref="ThreadSheaves"/>). The slab descriptor is the head
-///    <see cref="PageFrame"/>: <c>Flags</c> has Slab; <c>SlabCache</c> = cache id; <c>Freelist</c> = first free object
+///    <see cref="PageFrame"/>: <c>Flags</c> has Slab; <c>SlabCache</c> = cache id (from 1; 0 on every page that is not a slab head, so the
+///    free paths test it alone); <c>Freelist</c> = first free object
 ///    not owned by a CPU; <c>Inuse</c>, <c>Objects</c>, <c>Frozen</c>; <c>Next/Prev</c> = node partial links (PFNs) or
 ///    the CPU partial chain (Next only); <c>Mapping</c> = state bits (OnNodePartial, OnCpuPartial, RcuPending | stamp);
 ///    <c>Private</c> = slab_lock word; <c>MapCount</c> = the cache's sheaf offset (slot 0's for none), where Linux keeps the
@@ -491,12 +492,13 @@ public sealed unsafe class SlabAllocator : IDisposable
         if (at < _directBytes)
         {
             page = KmemCache.HeadPage(mapBase, at);
-            // A slab page's SlabCache is always a live cache id (< MaxCaches): masked instead of bounds-checked.
-            if ((page->Flags & PageFlags.Slab) != 0
-                && Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), page->SlabCache & (MaxCaches - 1)) is { } s)
+            // SlabCache is a live cache id (1 .. MaxCaches - 1) on a slab's head page and 0 on every other page
+            // (FreeSlabPages clears it), and _byId[0] is null: one load tells a slab, with no test of the Slab flag;
+            // masked instead of bounds-checked.
+            if (Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), page->SlabCache & (MaxCaches - 1)) is { } s)
             {
                 // The slab's MapCount holds its cache's sheaf offset: the thread's sheaf without loading the cache first.
-                s.FreeObject(page, (nint)p, KmemCache.SlabBase(window, mapBase, page), t, page->MapCount);
+                s.FreeObject(page, (nint)p, KmemCache.SlabBase(window, mapBase, page), t, (nint)(uint)page->MapCount);
                 return;
             }
         }

@@ -64,7 +64,7 @@ internal unsafe struct SheafTable
 
     /// <summary>The sheaf at <paramref name="offset"/> (an <see cref="ThreadSheaves.OffsetOf"/> value).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Sheaf* At(int offset) => (Sheaf*)((byte*)Unsafe.AsPointer(ref this) + offset);
+    public Sheaf* At(nint offset) => (Sheaf*)((byte*)Unsafe.AsPointer(ref this) + offset);
 }
 
 /// <summary>
@@ -127,7 +127,7 @@ internal static unsafe class ThreadSheaves
 
     /// <summary>The calling thread's sheaf at <paramref name="offset"/>, or null when the thread has no table yet.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Sheaf* Current(int offset)
+    public static Sheaf* Current(nint offset)
     {
         SheafTable* t = t_table;
         return t != null ? t->At(offset) : null;
@@ -135,7 +135,7 @@ internal static unsafe class ThreadSheaves
 
     /// <summary>The calling thread's sheaf at <paramref name="offset"/>, its table made (and the thread registered) if needed.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static Sheaf* GetOrCreate(int offset)
+    public static Sheaf* GetOrCreate(nint offset)
     {
         SheafTable* t = t_table;
         if (t != null) return t->At(offset);

@@ -21,5 +21,8 @@ internal static unsafe class SlabTestUtil
         }
         Assert.Null(m.Pages.CheckInvariants());
         Assert.Equal(m.TotalRamPages, m.FreePages);
+        // The free fast paths tell a slab by PageFrame.SlabCache alone, so no page left without a slab may keep one.
+        for (long pfn = 0; pfn < m.MemMap.MaxPfn; pfn++)
+            Assert.True(m.MemMap.PfnToPage(pfn)->SlabCache == 0, $"pfn {pfn} is not a slab but has SlabCache {m.MemMap.PfnToPage(pfn)->SlabCache}");
     }
 }
