@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
 using Kmem.Diagnostics;
 using Kmem.Slab;
@@ -71,10 +70,8 @@ public unsafe class KmallocBenchmarks
 /// pair, so throughput ratio = one-thread ns/op ÷ two-thread ns/op.
 /// </summary>
 /// <remarks>
-/// The workers are two threads created once (pinned to kmem CPUs 0 and 1) and woken per invocation: a thread
-/// created per invocation would measure thread start-up, a cold sheaf table and unoptimised first-call code instead
-/// of the allocator (that version reported 40 ns per pair for one thread against 14.5 ns in <see cref="KmallocBenchmarks"/>).
-/// The wake-up (~10-50 µs) is under 1% of an invocation. The ALU rows run the same split with a loop that touches no
+/// The workers are two <see cref="BenchWorker"/>s (threads created once, on kmem CPUs 0 and 1, woken per invocation);
+/// the producer/consumer pair hands objects over through a <see cref="HandoffRing"/>. The ALU rows run the same split with a loop that touches no
 /// memory: they show how far the machine itself scales to two threads (on a VM whose two vCPUs share a core, or a
 /// CPU quota, it does not), which is the ceiling for the allocator's rows.
 /// </remarks>
@@ -84,32 +81,20 @@ public unsafe class KmallocThreadBenchmarks
     private const int Ops = 1_000_000;
     private Machine _m = null!;
     private SlabAllocator _slab = null!;
-    private Worker _w0 = null!, _w1 = null!;
-    private Action _ownAll = null!, _ownHalf = null!, _produce = null!, _consume = null!; // made once: no allocation per invocation
-    private Action _aluAll = null!, _aluHalf = null!;
+    private BenchWorker _w0 = null!, _w1 = null!;
+    private Action<long> _own = null!, _alu = null!, _produce = null!, _consume = null!; // made once: no allocation per invocation
     private long _sink;
-    private readonly nint[] _ring = new nint[1024];
-    private RingIndices _idx;
-
-    /// <summary>The ring's two indices, each on a cache line of its own: sharing one, every item would move it twice.</summary>
-    [StructLayout(LayoutKind.Explicit, Size = 192)]
-    private struct RingIndices
-    {
-        [FieldOffset(64)] public long Head;  // written by the producer only
-        [FieldOffset(128)] public long Tail; // written by the consumer only
-    }
+    private readonly HandoffRing _ring = new();
 
     [GlobalSetup]
     public void Setup()
     {
         _m = Machine.Boot(new MachineConfig { RamBytes = 512L << 20, Cpus = 2 });
         _slab = _m.Slab;
-        _w0 = new Worker(0);
-        _w1 = new Worker(1);
-        _ownAll = () => Own(Ops);
-        _ownHalf = () => Own(Ops / 2);
-        _aluAll = () => Alu(Ops);
-        _aluHalf = () => Alu(Ops / 2);
+        _w0 = new BenchWorker(0);
+        _w1 = new BenchWorker(1);
+        _own = Own;
+        _alu = Alu;
         _produce = Produce;
         _consume = Consume;
     }
@@ -123,34 +108,34 @@ public unsafe class KmallocThreadBenchmarks
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Own(int n)
+    private void Own(long n)
     {
         SlabAllocator slab = _slab;
-        for (int i = 0; i < n; i++) slab.Kfree(slab.Kmalloc(64, Kmem.Gfp.Kernel));
+        for (long i = 0; i < n; i++) slab.Kfree(slab.Kmalloc(64, Kmem.Gfp.Kernel));
     }
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Ops, Description = "1 thread, own objects")]
     public void OneThread()
     {
-        _w0.Start(_ownAll);
+        _w0.Start(_own, Ops);
         _w0.Wait();
     }
 
     [Benchmark(OperationsPerInvoke = Ops, Description = "2 threads, own objects")]
     public void TwoThreads()
     {
-        _w0.Start(_ownHalf);
-        _w1.Start(_ownHalf);
+        _w0.Start(_own, Ops / 2);
+        _w1.Start(_own, Ops / 2);
         _w0.Wait();
         _w1.Wait();
     }
 
     /// <summary>About as many cycles per step as a kmalloc+kfree pair, without memory traffic.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Alu(int n)
+    private void Alu(long n)
     {
         ulong x = (ulong)n;
-        for (int i = 0; i < n; i++)
+        for (long i = 0; i < n; i++)
         {
             x = x * 6364136223846793005UL + 1442695040888963407UL;
             x ^= x >> 17;
@@ -165,15 +150,15 @@ public unsafe class KmallocThreadBenchmarks
     [Benchmark(OperationsPerInvoke = Ops, Description = "1 thread, ALU loop (machine reference)")]
     public void OneThreadAlu()
     {
-        _w0.Start(_aluAll);
+        _w0.Start(_alu, Ops);
         _w0.Wait();
     }
 
     [Benchmark(OperationsPerInvoke = Ops, Description = "2 threads, ALU loop (machine reference)")]
     public void TwoThreadsAlu()
     {
-        _w0.Start(_aluHalf);
-        _w1.Start(_aluHalf);
+        _w0.Start(_alu, Ops / 2);
+        _w1.Start(_alu, Ops / 2);
         _w0.Wait();
         _w1.Wait();
     }
@@ -181,91 +166,24 @@ public unsafe class KmallocThreadBenchmarks
     [Benchmark(OperationsPerInvoke = Ops, Description = "producer/consumer (cross-CPU kfree)")]
     public void ProducerConsumer()
     {
-        _idx.Head = _idx.Tail = 0;
-        _w0.Start(_produce);
-        _w1.Start(_consume);
+        _ring.Reset();
+        _w0.Start(_produce, Ops);
+        _w1.Start(_consume, Ops);
         _w0.Wait();
         _w1.Wait();
     }
 
-    // A single-producer single-consumer ring of 1024 slots; indices published with Volatile. Each side keeps the last
-    // index it saw of the other and reads the other's line again only when that copy says full (or empty), so the
-    // ring's own cost is a line transfer per 8 slots, not per item, and the row measures the cross-CPU kfree (its
-    // first version, with both indices on one line and read on every item, cost 115-319 ns per object, mostly
-    // ring). SpinWait spins, then yields: on a shared machine the other thread may not be running at all.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Produce()
+    private void Produce(long n)
     {
-        nint[] ring = _ring;
-        long head = 0, tailSeen = 0;
-        for (int i = 0; i < Ops; i++)
-        {
-            nint p = (nint)_slab.Kmalloc(64, Kmem.Gfp.Kernel);
-            if (head - tailSeen >= ring.Length)
-            {
-                var spin = new SpinWait();
-                while (head - (tailSeen = Volatile.Read(ref _idx.Tail)) >= ring.Length) spin.SpinOnce();
-            }
-            ring[head & (ring.Length - 1)] = p;
-            Volatile.Write(ref _idx.Head, ++head);
-        }
+        SlabAllocator slab = _slab;
+        for (long i = 0; i < n; i++) _ring.Push((nint)slab.Kmalloc(64, Kmem.Gfp.Kernel));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Consume()
+    private void Consume(long n)
     {
-        nint[] ring = _ring;
-        long tail = 0, headSeen = 0;
-        for (int i = 0; i < Ops; i++)
-        {
-            if (tail == headSeen)
-            {
-                var spin = new SpinWait();
-                while (tail == (headSeen = Volatile.Read(ref _idx.Head))) spin.SpinOnce();
-            }
-            _slab.Kfree((void*)ring[tail & (ring.Length - 1)]);
-            Volatile.Write(ref _idx.Tail, ++tail);
-        }
-    }
-
-    /// <summary>A thread pinned to one kmem CPU that runs one action per <see cref="Start"/>.</summary>
-    private sealed class Worker : IDisposable
-    {
-        private readonly SemaphoreSlim _go = new(0);
-        private readonly SemaphoreSlim _done = new(0);
-        private readonly Thread _thread;
-        private Action? _work;
-
-        public Worker(int cpu)
-        {
-            _thread = new Thread(() =>
-            {
-                using var pin = Cpu.Pin(cpu);
-                while (true)
-                {
-                    _go.Wait();
-                    Action? work = _work;
-                    if (work == null) return;
-                    work();
-                    _done.Release();
-                }
-            }) { IsBackground = true, Name = $"bench worker {cpu}" };
-            _thread.Start();
-        }
-
-        public void Start(Action work)
-        {
-            _work = work;
-            _go.Release();
-        }
-
-        public void Wait() => _done.Wait();
-
-        public void Dispose()
-        {
-            _work = null;
-            _go.Release();
-            _thread.Join();
-        }
+        SlabAllocator slab = _slab;
+        for (long i = 0; i < n; i++) slab.Kfree((void*)_ring.Pop());
     }
 }

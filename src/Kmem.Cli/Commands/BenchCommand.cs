@@ -37,7 +37,9 @@ public static unsafe class BenchCommand
 
         using var machine = Machine.Boot(new MachineConfig { RamBytes = 512L << 20, Cpus = Math.Max(1, Math.Min(Environment.ProcessorCount, 255)) });
         var notes = new List<string>();
-        var cases = BuildCases(machine, notes).Where(c => filter == null || c.Name.Contains(filter, StringComparison.Ordinal)).ToList();
+        var owned = new List<IDisposable>(); // the two-thread cases' workers
+        using var disposeOwned = new DisposeAll(owned);
+        var cases = BuildCases(machine, notes, owned).Where(c => filter == null || c.Name.Contains(filter, StringComparison.Ordinal)).ToList();
 
         // The measuring thread stays on CPU 0's per-CPU lists, as a kernel thread bound to one CPU would.
         using var pin = Cpu.Pin(0);
@@ -51,6 +53,9 @@ public static unsafe class BenchCommand
 
         var results = cases.Select((c, i) => (c.Name, c.What, Ns: Median(samples[i]), Min: samples[i].Min(), Max: samples[i].Max())).ToList();
         double? glibc = results.FirstOrDefault(r => r.Name == "glibc-malloc-64").Ns is var g and > 0 ? g : null;
+        if (results.FirstOrDefault(r => r.Name == "kmalloc-64-1worker").Ns is var one and > 0
+            && results.FirstOrDefault(r => r.Name == "kmalloc-64-2threads").Ns is var two and > 0)
+            notes.Add($"kmalloc-64-2threads: {one / two:F2}x kmalloc-64-1worker's throughput (issue 3's target: >= 1.8x on two free cores)");
         if (machine.Pages.CheckInvariants() is { } broken) throw new KmemException("bench: free lists broken: " + broken);
 
         if (json)
@@ -68,7 +73,7 @@ public static unsafe class BenchCommand
         return 0;
     }
 
-    private static List<Case> BuildCases(Machine m, List<string> notes)
+    private static List<Case> BuildCases(Machine m, List<string> notes, List<IDisposable> owned)
     {
         var pa = m.Pages;
         var cases = new List<Case>
@@ -101,6 +106,7 @@ public static unsafe class BenchCommand
             }));
         }
         AddSlabCases(m, cases, notes);
+        AddThreadCases(m, cases, notes, owned);
         AddVmallocCases(m, cases, notes);
         foreach (var peer in new[] { ("mimalloc", NativeAllocators.Mimalloc), ("jemalloc", NativeAllocators.Jemalloc) })
         {
@@ -158,6 +164,69 @@ public static unsafe class BenchCommand
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             notes.Add($"slab: unavailable ({e.GetType().Name}: {e.Message})");
+        }
+    }
+
+    /// <summary>
+    /// Issue 3's scaling cases, on two <see cref="BenchWorker"/>s (kmem CPUs 0 and 1): <c>kmalloc-64-1worker</c> runs
+    /// the pairs on one, <c>kmalloc-64-2threads</c> half on each, so the ratio of the two is the speed-up (printed as
+    /// a note); <c>kmalloc-64-xcpu</c> has one
+    /// thread kmalloc and the other kfree every object (a cross-CPU free each). Left out, with a note, on one core.
+    /// </summary>
+    private static void AddThreadCases(Machine m, List<Case> cases, List<string> notes, List<IDisposable> owned)
+    {
+        if (Environment.ProcessorCount < 2 || m.Config.Cpus < 2)
+        {
+            notes.Add("kmalloc-64-1worker, kmalloc-64-2threads, kmalloc-64-xcpu: left out (one core)");
+            return;
+        }
+        var slab = m.Slab;
+        var w0 = new BenchWorker(0);
+        owned.Add(w0);
+        var w1 = new BenchWorker(1);
+        owned.Add(w1);
+        var ring = new HandoffRing();
+        Action<long> own = n =>
+        {
+            for (long i = 0; i < n; i++) slab.Kfree(slab.Kmalloc(64, Kmem.Gfp.Kernel));
+        };
+        Action<long> produce = n =>
+        {
+            for (long i = 0; i < n; i++) ring.Push((nint)slab.Kmalloc(64, Kmem.Gfp.Kernel));
+        };
+        Action<long> consume = n =>
+        {
+            for (long i = 0; i < n; i++) slab.Kfree((void*)ring.Pop());
+        };
+        // The one-thread reference for the speed-up runs on a worker too: the measuring thread's own sheaf table
+        // and stack sit elsewhere in the address space, which alone can move a pair by a few ns (docs/benchmarks.md).
+        cases.Add(new("kmalloc-64-1worker", "kmalloc(64) + kfree on one worker thread (the reference for kmalloc-64-2threads)", n =>
+        {
+            w0.Start(own, n);
+            w0.Wait();
+        }));
+        cases.Add(new("kmalloc-64-2threads", "two threads, each kmalloc(64) + kfree of its own objects; ns per pair of both together", n =>
+        {
+            w0.Start(own, n / 2);
+            w1.Start(own, n - n / 2);
+            w0.Wait();
+            w1.Wait();
+        }));
+        cases.Add(new("kmalloc-64-xcpu", "one thread kmalloc(64)s, the other kfrees (producer/consumer); ns per object", n =>
+        {
+            ring.Reset();
+            w0.Start(produce, n);
+            w1.Start(consume, n);
+            w0.Wait();
+            w1.Wait();
+        }));
+    }
+
+    private sealed class DisposeAll(List<IDisposable> items) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var d in items) d.Dispose();
         }
     }
 

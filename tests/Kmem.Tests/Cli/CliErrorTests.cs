@@ -49,6 +49,11 @@ public class CliErrorTests
         var glibc = root.GetProperty("results").EnumerateArray().First(r => r.GetProperty("name").GetString() == "glibc-malloc-64");
         Assert.Equal(1.0, glibc.GetProperty("vs_glibc").GetDouble());
         Assert.True(glibc.GetProperty("ns_per_op").GetDouble() > 0);
+        // Issue 3's two-thread rows, measured on two worker threads, wherever there are two cores to run them.
+        if (Environment.ProcessorCount >= 2)
+            foreach (var name in new[] { "kmalloc-64-1worker", "kmalloc-64-2threads", "kmalloc-64-xcpu" })
+                Assert.True(root.GetProperty("results").EnumerateArray().First(r => r.GetProperty("name").GetString() == name)
+                    .GetProperty("ns_per_op").GetDouble() > 0, name);
     }
 
     [Fact]
