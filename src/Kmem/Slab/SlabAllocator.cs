@@ -482,34 +482,42 @@ public sealed unsafe class SlabAllocator : IDisposable
     public void Kfree(void* p, [CallerMemberName] string caller = "")
     {
         if (Tracing.Emit.Tracepoints.KfreeOn) Tracing.Emit.SlabTrace.Kfree(this, p, caller);
-        if ((nuint)p <= ZeroSizeAddress) return;
         SheafTable* t = ThreadSheaves.Table; // first: see ThreadSheaves.Table
-        // virt_to_page on cached fields, then compound_head.
+        // virt_to_page on cached fields, then compound_head. NULL and ZERO_SIZE_PTR lie below the window, so they
+        // fail the bound too and KfreeOutside ignores them: no test of their own on the fast path.
         byte* window = _window;
         PageFrame* mapBase = _mapBase;
         nuint at = (nuint)((byte*)p - window);
-        PageFrame* page = null;
-        if (at < _directBytes)
+        if (at >= _directBytes)
         {
-            page = KmemCache.HeadPage(mapBase, at);
-            // SlabCache is a live cache id (1 .. MaxCaches - 1) on a slab's head page and 0 on every other page
-            // (FreeSlabPages clears it), and _byId[0] is null: one load tells a slab, with no test of the Slab flag;
-            // masked instead of bounds-checked.
-            if (Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), page->SlabCache & (MaxCaches - 1)) is { } s)
-            {
-                // The slab's MapCount holds its cache's sheaf offset: the thread's sheaf without loading the cache first.
-                s.FreeObject(page, (nint)p, KmemCache.SlabBase(window, mapBase, page), t, (nint)(uint)page->MapCount);
-                return;
-            }
+            KfreeOutside(p);
+            return;
+        }
+        PageFrame* page = KmemCache.HeadPage(mapBase, at);
+        // SlabCache is a live cache id (1 .. MaxCaches - 1) on a slab's head page and 0 on every other page
+        // (FreeSlabPages clears it), and _byId[0] is null: one load tells a slab, with no test of the Slab flag;
+        // masked instead of bounds-checked.
+        if (Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_byId), (nint)((uint)page->SlabCache & (MaxCaches - 1))) is { } s)
+        {
+            // The slab's MapCount holds its cache's sheaf offset: the thread's sheaf without loading the cache first.
+            s.FreeObject(page, (nint)p, KmemCache.SlabBase(window, mapBase, page), t, (nint)(uint)page->MapCount);
+            return;
         }
         KfreeSlow(page, p);
+    }
+
+    /// <summary>kfree of an address outside the direct map: NULL and ZERO_SIZE_PTR do nothing, anything else is reported.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void KfreeOutside(void* p)
+    {
+        if ((nuint)p <= ZeroSizeAddress) return;
+        BadFreeOutside(null, p, "kfree");
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void KfreeSlow(PageFrame* head, void* p)
     {
-        if (head == null) BadFreeOutside(null, p, "kfree");
-        if ((head!->Flags & PageFlags.Slab) != 0)
+        if ((head->Flags & PageFlags.Slab) != 0)
             ThrowReport($"kfree: slab page with no cache for 0x{Kva(p)}", $"BUG: kfree: No slab cache for object 0x{Kva(p)}");
         if ((head->Flags & (PageFlags.Buddy | PageFlags.OnPcp)) != 0 || (head->Flags & PageFlags.Tail) != 0 && head->RefCount == 0)
             ThrowReport($"kfree: double free of 0x{Kva(p)} (its page is free)",
