@@ -71,9 +71,9 @@ public unsafe class KmallocBenchmarks
 /// </summary>
 /// <remarks>
 /// The workers are two <see cref="BenchWorker"/>s (threads created once, on kmem CPUs 0 and 1, woken per invocation);
-/// the producer/consumer pair hands objects over through a <see cref="HandoffRing"/>. The ALU rows run the same split with a loop that touches no
-/// memory: they show how far the machine itself scales to two threads (on a VM whose two vCPUs share a core, or a
-/// CPU quota, it does not), which is the ceiling for the allocator's rows.
+/// the producer/consumer pair hands objects over through a <see cref="HandoffRing"/>. The ALU rows run the same
+/// split with a loop that touches no memory: they show how far the machine itself scales to two threads (on a VM
+/// whose two vCPUs share a core, or a CPU quota, it does not), which is the ceiling for the allocator's rows.
 /// </remarks>
 [Config(typeof(QuickConfig))]
 public unsafe class KmallocThreadBenchmarks

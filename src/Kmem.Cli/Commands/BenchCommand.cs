@@ -170,8 +170,8 @@ public static unsafe class BenchCommand
     /// <summary>
     /// Issue 3's scaling cases, on two <see cref="BenchWorker"/>s (kmem CPUs 0 and 1): <c>kmalloc-64-1worker</c> runs
     /// the pairs on one, <c>kmalloc-64-2threads</c> half on each, so the ratio of the two is the speed-up (printed as
-    /// a note); <c>kmalloc-64-xcpu</c> has one
-    /// thread kmalloc and the other kfree every object (a cross-CPU free each). Left out, with a note, on one core.
+    /// a note); <c>kmalloc-64-xcpu</c> has one thread kmalloc and the other kfree every object (a cross-CPU free
+    /// each). Left out, with a note, on one core.
     /// </summary>
     private static void AddThreadCases(Machine m, List<Case> cases, List<string> notes, List<IDisposable> owned)
     {

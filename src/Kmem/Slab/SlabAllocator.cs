@@ -69,7 +69,7 @@ namespace Kmem.Slab;
 ///    first (on Linux a [ThreadStatic] load is a call into the TLS resolver: made before the checks nothing has to
 ///    survive it, and where an alloc and a free inline into one method the JIT shares one resolver call between them;
 ///    kfree takes the sheaf offset from the slab's MapCount, kmem_cache_free from the cache), then virt_to_page on
-///    cached fields, compound_head, check Slab and cache id, check the
+///    cached fields, compound_head, check the cache id (nonzero only on a slab head, so it also tells a slab), check the
 ///    offset is a slot (a multiply: Lemire's divisibility test), check the link word does not decode to null or an
 ///    object of this slab (a free object's always does, a live one's never does: the alloc paths clear it), write the encoded null
 ///    link (so the object looks free while in the sheaf), open the window, push, close it. That link check is the
